@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Shared test wiring: one lab per test run, and no test may pass by being skipped."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "lab"))
+
+import lab as labmod  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lab(request):
+    """The lab, up for the whole run: reused when already up, else brought up and taken down at the end."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        was_up = labmod.status()["up"]
+        labmod.up()
+    yield labmod
+    if not was_up and not os.environ.get("LVSNAT_LAB_KEEP"):
+        with capman.global_and_fixture_disabled():
+            labmod.down()  # raises when anything is left behind
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # Tests that need the lab must run here: a skip or xfail counts as a failure.
+    skipped = terminalreporter.stats.get("skipped", []) + terminalreporter.stats.get("xfailed", [])
+    if skipped:
+        terminalreporter.write_line(f"FAILED: {len(skipped)} test(s) skipped or xfailed; none may be", red=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter and (reporter.stats.get("skipped") or reporter.stats.get("xfailed")) and session.exitstatus == 0:
+        session.exitstatus = 1

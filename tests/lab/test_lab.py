@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab itself: a real IPVS kernel in the director, traffic through it, idempotent up."""
+from __future__ import annotations
+
+import collections
+import time
+
+import smoke
+
+
+def test_director_runs_an_ipvs_kernel(lab):
+    out = lab.exec_on("director", "uname -r && modprobe ip_vs && cat /proc/net/ip_vs && ipvsadm -Ln").stdout
+    assert out.splitlines()[0].endswith("-cloud-amd64")
+    assert "IP Virtual Server version" in out
+
+
+def test_second_up_changes_nothing(lab):
+    before = lab.status()
+    pid = lab.qemu_pid()
+    ids = lab.podman("ps", "-q", "--filter", f"label={lab.LABEL}").stdout.split()
+    lab.up()
+    assert lab.qemu_pid() == pid
+    assert lab.podman("ps", "-q", "--filter", f"label={lab.LABEL}").stdout.split() == ids
+    assert lab.status() == before
+
+
+def test_inventory_groups(lab):
+    text = lab.INVENTORY.read_text()
+    for group in ("director:", "realservers:", "clients:"):
+        assert f"    {group}" in text
+    for rs in lab.realserver_names():
+        assert f"        {rs}:" in text
+
+
+def test_smoke_data_path_through_ipvs_nat(lab):
+    """Requests from the client to the VIP are answered by every real server, via IPVS masquerading."""
+    smoke.setup()
+    try:
+        count = 20
+        answers = smoke.requests_from_client(count)
+        assert "FAILED" not in answers
+        assert collections.Counter(answers) == {rs: count // len(lab.realserver_names())
+                                                for rs in lab.realserver_names()}
+        # The kernel sums its per-CPU counters into these totals every 2 s (estimator timer).
+        want = {rs: count // len(lab.realserver_names()) for rs in lab.realserver_names()}
+        for _ in range(12):
+            table = smoke.ipvs_table()
+            conns = {rs: int(next(line for line in table.splitlines()
+                                  if f"{lab.realserver_ip(rs)}:{smoke.RPORT}" in line).split()[2])
+                     for rs in lab.realserver_names()}
+            if conns == want:
+                break
+            time.sleep(0.5)
+        assert conns == want
+        masq = lab.exec_on("director", "ipvsadm -Ln").stdout
+        assert masq.count("Masq") == len(lab.realserver_names())
+        # NAT mode keeps the client's address: each real server logged the client, not the DIP.
+        for rs in lab.realserver_names():
+            log = lab.exec_on(rs, f"journalctl -u {smoke.WEB_UNIT} --no-pager -o cat").stdout
+            assert f"{lab.CLIENT_IP} - -" in log
+            assert f"{lab.DIP} - -" not in log
+    finally:
+        smoke.teardown()
+    assert smoke.vservice() not in lab.exec_on("director", "ipvsadm -Ln").stdout

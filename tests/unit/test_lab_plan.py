@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab's address plan: inside 198.51.100.0/24, no overlaps, refusal on collisions."""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import socket
+import subprocess
+
+import lab
+import pytest
+
+
+def test_lab_ranges_inside_test_net_2_without_overlaps():
+    testnet = ipaddress.ip_network("198.51.100.0/24")
+    for net in lab.LAB_RANGES:
+        assert net.subnet_of(testnet)
+    for a, b in itertools.combinations(lab.LAB_RANGES, 2):
+        assert not a.overlaps(b), (a, b)
+
+
+def test_every_host_address_sits_in_its_segment():
+    assert ipaddress.ip_address(lab.VIP) in lab.PUBLIC
+    assert ipaddress.ip_address(lab.CLIENT_IP) in lab.PUBLIC
+    assert ipaddress.ip_address(lab.DIP) in lab.PRIVATE
+    assert ipaddress.ip_address(lab.GUEST_IP) in lab.GUEST_MGMT
+    for host, (_, mgmt_ip, _, addr) in lab.containers().items():
+        assert ipaddress.ip_address(mgmt_ip) in lab.MGMT
+        assert ipaddress.ip_interface(addr).network in (lab.PUBLIC, lab.PRIVATE)
+    ips = [ipaddress.ip_interface(c[3]).ip for c in lab.containers().values()] + [lab.VIP, lab.DIP]
+    assert len(set(map(str, ips))) == len(ips)
+
+
+def test_most_realservers_still_fit(monkeypatch):
+    monkeypatch.setattr(lab, "REALSERVERS", lab.MAX_REALSERVERS)
+    for _, mgmt_ip, _, addr in lab.containers().values():
+        assert ipaddress.ip_address(mgmt_ip) in lab.MGMT
+        assert ipaddress.ip_interface(addr).ip in lab.PRIVATE or ipaddress.ip_interface(addr).ip in lab.PUBLIC
+        assert str(ipaddress.ip_interface(addr).ip) != lab.DIP
+
+
+def _fake_host(monkeypatch, routes, registry_addr="203.0.113.80"):
+    def fake_run(argv, check=True, **kw):
+        argv = [str(a) for a in argv]
+        out = json.dumps(routes) if argv[:2] == ["ip", "-j"] and "route" in argv else "[]"
+        return subprocess.CompletedProcess(argv, 0 if "route" in argv else 1, out, "")
+
+    monkeypatch.setattr(lab, "run", fake_run)
+    monkeypatch.setattr(lab, "podman", lambda *a, **kw: subprocess.CompletedProcess(a, 1, "", ""))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **kw: [(2, 1, 6, "", (registry_addr, 0))])
+
+
+def test_plan_accepts_a_host_outside_the_range(monkeypatch):
+    _fake_host(monkeypatch, [{"dst": "default", "dev": "eth0"}, {"dst": "192.0.2.0/24", "dev": "eth0"}])
+    lab.check_address_plan()
+
+
+@pytest.mark.parametrize("dst", ["198.51.100.0/24", "198.51.100.64/28", "198.51.100.0/25", "198.51.100.230"])
+def test_plan_refuses_a_host_route_overlapping_a_lab_range(monkeypatch, dst):
+    _fake_host(monkeypatch, [{"dst": "default", "dev": "eth0"}, {"dst": dst, "dev": "vpn0"}])
+    with pytest.raises(lab.LabError, match=rf"overlaps the host route '{dst} dev vpn0'"):
+        lab.check_address_plan()
+
+
+def test_plan_ignores_the_labs_own_devices(monkeypatch):
+    _fake_host(monkeypatch, [{"dst": "198.51.100.192/27", "dev": "lvsnat-pub"}])
+    monkeypatch.setattr(lab, "lab_links", lambda: ["lvsnat-pub"])
+    lab.check_address_plan()
+
+
+def test_plan_refuses_a_registry_inside_a_lab_range(monkeypatch):
+    _fake_host(monkeypatch, [], registry_addr="198.51.100.70")
+    with pytest.raises(lab.LabError, match=r"resolves to 198\.51\.100\.70, inside the lab range 198\.51\.100\.64/26"):
+        lab.check_address_plan()
