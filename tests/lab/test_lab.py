@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import smoke
 
@@ -62,3 +66,26 @@ def test_smoke_data_path_through_ipvs_nat(lab):
     finally:
         smoke.teardown()
     assert smoke.vservice() not in lab.exec_on("director", "ipvsadm -Ln").stdout
+
+
+def test_every_host_reaches_the_debian_mirror(lab):
+    for host in ("director", *lab.containers()):
+        out = lab.exec_on(host, f"curl -sS -m 20 -o /dev/null -w '%{{http_code}}' {lab.MIRROR}/dists/{lab.SUITE}/Release")
+        assert out.stdout == "200", host
+
+
+def test_inventory_works_with_ansible_playbook(lab, tmp_path):
+    play = tmp_path / "whoami.yml"
+    play.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Read the hostname\n      ansible.builtin.command: hostname\n      register: h\n      changed_when: false\n"
+        "    - name: Show it\n      ansible.builtin.debug:\n        msg: \"{{ inventory_hostname }}={{ h.stdout }} in {{ group_names | join(',') }}\"\n"
+    )
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([bindir / "ansible-playbook", "-i", lab.INVENTORY, play], capture_output=True, text=True,
+                          env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '"msg": "director=director in director"' in proc.stdout
+    assert '"msg": "client=client in clients"' in proc.stdout
+    for rs in lab.realserver_names():
+        assert f'"msg": "{rs}={rs} in realservers"' in proc.stdout
