@@ -49,6 +49,8 @@ GUEST_MEMORY = _env("MEMORY", "1024")
 GUEST_CPUS = _env("CPUS", "1")
 BOOT_TIMEOUT = int(_env("BOOT_TIMEOUT", "300"))
 SUITE = "bookworm"
+# The director's pyroute2, from PyPI (Debian 12's 0.7.2 has no IPVS); kept equal to requirements-test.txt.
+PYROUTE2 = "pyroute2==0.9.7"
 
 PUBLIC = ipaddress.ip_network("198.51.100.0/26")
 PRIVATE = ipaddress.ip_network("198.51.100.64/26")
@@ -233,7 +235,7 @@ def host_ca_certs():
 
 def recipe_hash(kind: str, packages, customize) -> str:
     h = hashlib.sha256()
-    for part in (kind, SUITE, MIRROR, " ".join(packages), inspect.getsource(customize),
+    for part in (kind, SUITE, MIRROR, PYROUTE2, " ".join(packages), inspect.getsource(customize),
                  inspect.getsource(customize_common), ssh_key().with_suffix(".pub").read_text()):
         h.update(part.encode())
         h.update(b"\0")
@@ -285,6 +287,11 @@ def customize_director(root: Path) -> None:
     run(["chroot", root, "systemctl", "enable", "systemd-networkd.service"])
     # wait-online would hold boot for minutes if a lab NIC has no carrier.
     run(["chroot", root, "systemctl", "mask", "systemd-networkd-wait-online.service"])
+    # pyroute2 as a user gets it with `pip install pyroute2`: a pure-Python wheel, unpacked.
+    with tempfile.TemporaryDirectory() as wheels:
+        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", wheels, PYROUTE2])
+        for whl in Path(wheels).glob("*.whl"):
+            run(["python3", "-m", "zipfile", "-e", whl, root / "usr/local/lib/python3.11/dist-packages"])
     customize_common(root)
 
 

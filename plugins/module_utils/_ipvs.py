@@ -1,0 +1,454 @@
+# -*- coding: utf-8 -*-
+# Copyright: lvs.nat contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""IPVS kernel backend: generic netlink, raw attributes, many requests per send.
+
+pyroute2 opens the generic netlink socket and resolves the IPVS family. The IPVS
+messages themselves are packed and parsed here with struct: pyroute2's IPVSService and
+IPVSDest return library defaults instead of kernel values (forwarding method, flags,
+netmask, timeout), map "update" to delete and cannot encode an IPv6 netmask, and its
+per-message request machinery costs about 2 ms per message on a TCG guest. Every request
+carries NLM_F_ACK and is matched to its ack by sequence number, so a refusal names the
+exact operation. Nothing here does I/O on import.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket
+import struct
+import subprocess
+
+try:
+    from pyroute2.netlink import genlmsg
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+except ImportError:  # the modules report it with missing_required_lib
+    HAS_PYROUTE2 = False
+    NetlinkError = OSError
+else:
+    HAS_PYROUTE2 = True
+
+# include/uapi/linux/ip_vs.h
+CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE = 1, 2, 3, 4
+CMD_NEW_DEST, CMD_SET_DEST, CMD_DEL_DEST, CMD_GET_DEST = 5, 6, 7, 8
+CMD_SET_CONFIG, CMD_GET_CONFIG, CMD_GET_INFO = 12, 13, 15
+CMD_ATTR_SERVICE, CMD_ATTR_DEST = 1, 2
+CMD_ATTR_TIMEOUT_TCP, CMD_ATTR_TIMEOUT_TCP_FIN, CMD_ATTR_TIMEOUT_UDP = 4, 5, 6
+SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = range(1, 10)
+SVC_STATS, SVC_PE_NAME, SVC_STATS64 = 10, 11, 12
+DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH = range(1, 7)
+DEST_ACTIVE, DEST_INACT, DEST_PERSIST, DEST_STATS, DEST_AF, DEST_STATS64 = range(7, 13)
+INFO_VERSION, INFO_CONN_TAB_SIZE = 1, 2
+
+SVC_F_PERSISTENT, SVC_F_ONEPACKET, SVC_F_SCHED1, SVC_F_SCHED2 = 0x1, 0x4, 0x8, 0x10
+
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
+FORWARDING = {"masq": 0, "local": 1, "tunnel": 2, "route": 3}
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
+# ipvsadm's -b names; SCHED1/SCHED2 mean fallback/port, for sh and mh only.
+SCHED_FLAGS = {
+    "sh": {"sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2},
+    "mh": {"mh-fallback": SVC_F_SCHED1, "mh-port": SVC_F_SCHED2},
+}
+STAT_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes", "cps", "inpps", "outpps", "inbps", "outbps")
+
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x200, 0x400, 0x300
+_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr
+_NLA = struct.Struct("=HH")
+_U16, _U32, _U64, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struct("=Q"), struct.Struct(">H")
+
+
+class IPVSError(Exception):
+    """A kernel or environment failure, with the errno where the kernel gave one."""
+
+    def __init__(self, msg, code=None):
+        super(IPVSError, self).__init__(msg)
+        self.code = code
+
+
+# ---------------------------------------------------------------- codec (pure, unit tested)
+
+def _nla(kind, payload):
+    n = 4 + len(payload)
+    return _NLA.pack(n, kind) + payload + b"\0" * (-n % 4)
+
+
+def parse_attrs(buf, start=0, end=None):
+    """type -> payload bytes for one level of netlink attributes (nested flag masked)."""
+    end = len(buf) if end is None else end
+    out = {}
+    while start + 4 <= end:
+        n, kind = _NLA.unpack_from(buf, start)
+        if n < 4:
+            break
+        out[kind & 0x3FFF] = buf[start + 4:start + n]
+        start += (n + 3) & ~3
+    return out
+
+
+def pack_addr(address):
+    return ipaddress.ip_address(address).packed.ljust(16, b"\0")  # nf_inet_addr: 16 bytes
+
+
+def unpack_addr(raw, af):
+    return str(ipaddress.ip_address(bytes(raw[:16] if af == socket.AF_INET6 else raw[:4])))
+
+
+def pack_netmask(family, prefix):
+    # The kernel reads this attribute as raw be32: an IPv4 netmask in network order, but for
+    # IPv6 it checks the plain value against 1..128, so the prefix goes in native order.
+    if family == "ipv6":
+        return _U32.pack(prefix)
+    return struct.pack(">I", (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
+
+
+def unpack_netmask(raw, af):
+    if af == socket.AF_INET6:
+        return _U32.unpack_from(raw)[0]
+    return bin(struct.unpack_from(">I", raw)[0]).count("1")
+
+
+def _af(family):
+    return socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+
+
+def service_flags(svc):
+    flags = SVC_F_PERSISTENT if svc["persistence_timeout"] else 0
+    if svc["one_packet"]:
+        flags |= SVC_F_ONEPACKET
+    for name in svc["scheduler_flags"]:
+        flags |= SCHED_FLAGS[svc["scheduler"]][name]
+    return flags
+
+
+def encode_service(svc, key_only=False):
+    """IPVS_CMD_ATTR_SERVICE; complete unless key_only, since the kernel replaces the entry on set."""
+    parts = [_nla(SVC_AF, _U16.pack(_af(svc["family"])))]
+    if svc["fwmark"]:
+        parts.append(_nla(SVC_FWMARK, _U32.pack(svc["fwmark"])))
+    else:
+        parts += [_nla(SVC_PROTOCOL, _U16.pack(PROTOCOLS[svc["protocol"]])),
+                  _nla(SVC_ADDR, pack_addr(svc["address"])),
+                  _nla(SVC_PORT, _BE16.pack(svc["port"]))]
+    if not key_only:
+        parts += [
+            _nla(SVC_SCHED, svc["scheduler"].encode() + b"\0"),
+            _nla(SVC_FLAGS, struct.pack("=II", service_flags(svc), 0xFFFFFFFF)),
+            _nla(SVC_TIMEOUT, _U32.pack(svc["persistence_timeout"])),
+            _nla(SVC_NETMASK, pack_netmask(svc["family"], svc["persistence_prefix"])),
+        ]
+    return _nla(CMD_ATTR_SERVICE, b"".join(parts))
+
+
+def encode_dest(dest, key_only=False):
+    parts = [
+        _nla(DEST_ADDR, pack_addr(dest["address"])),
+        _nla(DEST_PORT, _BE16.pack(dest["port"])),
+        _nla(DEST_AF, _U16.pack(_af(family_of(dest["address"])))),
+    ]
+    if not key_only:
+        parts += [
+            _nla(DEST_FWD, _U32.pack(FORWARDING[dest["forwarding"]])),
+            _nla(DEST_WEIGHT, _U32.pack(dest["weight"])),
+            _nla(DEST_U_THRESH, _U32.pack(dest["upper_threshold"])),
+            _nla(DEST_L_THRESH, _U32.pack(dest["lower_threshold"])),
+        ]
+    return _nla(CMD_ATTR_DEST, b"".join(parts))
+
+
+def _stats(raw):
+    if raw is None:
+        return dict.fromkeys(STAT_NAMES, 0)
+    a = parse_attrs(raw)
+    return dict((name, _U64.unpack(a[i])[0] if i in a else 0) for i, name in enumerate(STAT_NAMES, 1))
+
+
+def decode_service(a):
+    """A service as plain values from the raw IPVS_SVC_ATTR_* the kernel sent."""
+    af = _U16.unpack(a[SVC_AF])[0]
+    flags = struct.unpack_from("=I", a[SVC_FLAGS])[0]
+    scheduler = bytes(a[SVC_SCHED]).rstrip(b"\0").decode()
+    fwmark = _U32.unpack(a[SVC_FWMARK])[0] if SVC_FWMARK in a else 0
+    svc = {
+        "family": "ipv6" if af == socket.AF_INET6 else "ipv4",
+        "protocol": None, "address": None, "port": None, "fwmark": fwmark,
+        "scheduler": scheduler,
+        "scheduler_flags": sorted(n for n, bit in SCHED_FLAGS.get(scheduler, {}).items() if flags & bit),
+        "persistence_timeout": _U32.unpack(a[SVC_TIMEOUT])[0] if flags & SVC_F_PERSISTENT else 0,
+        "persistence_prefix": unpack_netmask(a[SVC_NETMASK], af),
+        "one_packet": bool(flags & SVC_F_ONEPACKET),
+        "stats": _stats(a.get(SVC_STATS64)),
+    }
+    if not fwmark:
+        proto = _U16.unpack(a[SVC_PROTOCOL])[0]
+        svc["protocol"] = next((n for n, v in PROTOCOLS.items() if v == proto), str(proto))
+        svc["address"] = unpack_addr(a[SVC_ADDR], af)
+        svc["port"] = _BE16.unpack(a[SVC_PORT])[0]
+    return svc
+
+
+def decode_dest(a):
+    af = _U16.unpack(a[DEST_AF])[0] if DEST_AF in a else socket.AF_INET
+    fwd = _U32.unpack(a[DEST_FWD])[0] & 0x7
+
+    def u32(i):
+        return _U32.unpack(a[i])[0] if i in a else 0
+
+    return {
+        "address": unpack_addr(a[DEST_ADDR], af),
+        "port": _BE16.unpack(a[DEST_PORT])[0],
+        "forwarding": next(n for n, v in FORWARDING.items() if v == fwd),
+        "weight": u32(DEST_WEIGHT),
+        "upper_threshold": u32(DEST_U_THRESH),
+        "lower_threshold": u32(DEST_L_THRESH),
+        "active_conns": u32(DEST_ACTIVE),
+        "inactive_conns": u32(DEST_INACT),
+        "persist_conns": u32(DEST_PERSIST),
+        "stats": _stats(a.get(DEST_STATS64)),
+    }
+
+
+def family_of(address):
+    return "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
+
+
+def describe_service(svc):
+    if svc["fwmark"]:
+        return "FWM %s (%s)" % (svc["fwmark"], svc["family"])
+    addr = svc["address"]
+    return "%s %s:%s" % (svc["protocol"].upper(), "[%s]" % addr if ":" in addr else addr, svc["port"])
+
+
+def describe_dest(dest):
+    addr = dest["address"]
+    return "%s:%s" % ("[%s]" % addr if ":" in addr else addr, dest["port"])
+
+
+def strerror(code):
+    # IPVS gives errno values its own meaning (ipvsadm's ipvs_strerror).
+    special = {errno.ESRCH: "No such service", errno.ENOENT: "No such destination or scheduler",
+               errno.EEXIST: "Already exists", errno.EINVAL: "Invalid argument", errno.ERANGE: "Out of range",
+               errno.EAFNOSUPPORT: "Address family not supported by the service", errno.EBUSY: "Busy"}
+    return special.get(code) or os.strerror(code)
+
+
+_VERBS = {CMD_NEW_SERVICE: "add", CMD_SET_SERVICE: "edit", CMD_DEL_SERVICE: "delete",
+          CMD_NEW_DEST: "add", CMD_SET_DEST: "edit", CMD_DEL_DEST: "delete"}
+
+
+def describe_op(op):
+    """'add real server 198.51.100.101:8080 to TCP 198.51.100.10:80' and the like."""
+    cmd, svc, dest = op
+    verb = _VERBS[cmd]
+    if dest is None:
+        return "%s service %s" % (verb, describe_service(svc))
+    return "%s real server %s %s %s" % (
+        verb, describe_dest(dest), {"add": "to", "delete": "from"}.get(verb, "of"), describe_service(svc))
+
+
+def describe_failure(op, code):
+    return "Failed to %s: %s (errno %d)" % (describe_op(op), strerror(code), code)
+
+
+# ---------------------------------------------------------------- kernel modules
+
+def _module_loaded(name):
+    try:
+        with open("/proc/modules") as fh:
+            if any(line.split(" ", 1)[0] == name for line in fh):
+                return True
+    except (IOError, OSError):
+        pass
+    return os.path.isdir("/sys/module/%s" % name)  # built into the kernel
+
+
+def modprobe(names, dry_run=False, run=subprocess.run):
+    """Load what is missing (pyroute2 loads nothing); with dry_run only prove it could be loaded."""
+    for name in names:
+        if _module_loaded(name):
+            continue
+        argv = ["modprobe"] + (["--dry-run"] if dry_run else []) + [name]
+        proc = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                   env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        if proc.returncode != 0:
+            raise IPVSError("Failed to load kernel module %s (%s: rc=%d): %s" % (
+                name, " ".join(argv), proc.returncode, (proc.stderr or proc.stdout).strip()))
+
+
+class Session(object):
+    """A module run's access to IPVS.
+
+    Reading loads nothing, so a read and check mode change no kernel state; where ip_vs is
+    not loaded the kernel holds no table. writer() loads the kernel modules a change needs.
+    Construction fails early, with modprobe's message, where a module could not be loaded.
+    """
+
+    def __init__(self, kernel_modules):
+        modprobe(kernel_modules, dry_run=True)
+        self.ipvs = IPVS() if _module_loaded("ip_vs") else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.ipvs is not None:
+            self.ipvs.close()
+
+    def service(self, key):
+        """The service with its real servers, or None."""
+        svc = self.ipvs.service(key) if self.ipvs else None
+        if svc is not None:
+            svc["real_servers"] = self.ipvs.dests(svc)
+        return svc
+
+    def writer(self, kernel_modules):
+        modprobe(kernel_modules)
+        if self.ipvs is None:
+            self.ipvs = IPVS()
+        return self.ipvs
+
+
+# ---------------------------------------------------------------- the socket
+
+class IPVS(object):
+    """The IPVS generic netlink family on one socket."""
+
+    BATCH = 512  # requests per send
+
+    def __init__(self):
+        self._genl = GenericNetlinkSocket()
+        try:
+            self._genl.bind("IPVS", genlmsg)
+        except NetlinkError as e:
+            self._genl.close()
+            raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e, e.code)
+        self.family = self._genl.prid
+        self._sock = self._genl.asyncore.socket
+        self._seq = 1 << 20  # clear of the sequence numbers pyroute2 used to bind
+
+    def close(self):
+        self._genl.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _frame(self, cmd, payload, flags):
+        self._seq += 1
+        return self._seq, _HDR.pack(_HDR.size + len(payload), self.family, flags, self._seq, 0, cmd, 1, 0) + payload
+
+    def _replies(self):
+        """Yield (seq, type, flags, body) for every netlink message the kernel sends back."""
+        while True:
+            select.select([self._sock], [], [], 30)
+            data = self._sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(data):
+                n, kind, flags, seq, _ = struct.unpack_from("=IHHII", data, off)
+                yield seq, kind, flags, data[off + 16:off + n]
+                off += (n + 3) & ~3
+
+    def _request(self, cmd, payload=b"", dump=False):
+        """One request; the parsed attribute dicts of its replies (several for a dump)."""
+        seq, frame = self._frame(cmd, payload, NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK))
+        self._sock.send(frame)
+        out = []
+        for rseq, kind, flags, body in self._replies():
+            if rseq != seq:
+                continue
+            if kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", body)[0]
+                if code:
+                    raise NetlinkError(code)
+                return out
+            if kind == NLMSG_DONE:
+                return out
+            out.append(parse_attrs(body, 4))
+            if not dump:
+                return out
+
+    # -- reads
+    def services(self):
+        return [decode_service(parse_attrs(m[CMD_ATTR_SERVICE])) for m in self._request(CMD_GET_SERVICE, dump=True)]
+
+    def service(self, svc):
+        """The kernel's entry for svc's key, or None."""
+        try:
+            replies = self._request(CMD_GET_SERVICE, encode_service(svc, key_only=True))
+        except NetlinkError as e:
+            if e.code in (errno.ESRCH, errno.ENOENT):
+                return None
+            raise IPVSError("Failed to read service %s: %s (errno %d)" % (describe_service(svc), strerror(e.code), e.code), e.code)
+        return decode_service(parse_attrs(replies[0][CMD_ATTR_SERVICE])) if replies else None
+
+    def dests(self, svc):
+        replies = self._request(CMD_GET_DEST, encode_service(svc, key_only=True), dump=True)
+        return [decode_dest(parse_attrs(m[CMD_ATTR_DEST])) for m in replies]
+
+    def table(self):
+        """Every service with its real servers, as the kernel holds them."""
+        out = []
+        for svc in self.services():
+            svc["real_servers"] = self.dests(svc)
+            out.append(svc)
+        return out
+
+    def timeouts(self):
+        a = self._request(CMD_GET_CONFIG)[0]
+        return {"tcp": _U32.unpack(a[CMD_ATTR_TIMEOUT_TCP])[0], "tcp_fin": _U32.unpack(a[CMD_ATTR_TIMEOUT_TCP_FIN])[0],
+                "udp": _U32.unpack(a[CMD_ATTR_TIMEOUT_UDP])[0]}
+
+    def info(self):
+        a = self._request(CMD_GET_INFO)[0]
+        v = _U32.unpack(a[INFO_VERSION])[0]
+        return {"version": "%d.%d.%d" % (v >> 16, (v >> 8) & 0xFF, v & 0xFF),
+                "conn_tab_size": _U32.unpack(a[INFO_CONN_TAB_SIZE])[0]}
+
+    # -- writes
+    def set_timeouts(self, tcp, tcp_fin, udp):
+        """ipvsadm --set; pyroute2 has no call for it. 0 leaves a timeout as it is."""
+        payload = (_nla(CMD_ATTR_TIMEOUT_TCP, _U32.pack(tcp)) + _nla(CMD_ATTR_TIMEOUT_TCP_FIN, _U32.pack(tcp_fin))
+                   + _nla(CMD_ATTR_TIMEOUT_UDP, _U32.pack(udp)))
+        try:
+            self._request(CMD_SET_CONFIG, payload)
+        except NetlinkError as e:
+            raise IPVSError("Failed to set the IPVS timeouts: %s (errno %d)" % (strerror(e.code), e.code), e.code)
+
+    def apply(self, ops):
+        """Apply (cmd, service, dest-or-None) operations in order, many per send.
+
+        The kernel handles every request in a send even after one fails, so a batch stops
+        being sent after the first refusal and that refusal is raised, naming its operation.
+        """
+        for start in range(0, len(ops), self.BATCH):
+            chunk = ops[start:start + self.BATCH]
+            frames, seqs = [], {}
+            for op in chunk:
+                cmd, svc, dest = op
+                payload = encode_service(svc, key_only=dest is not None or cmd == CMD_DEL_SERVICE)
+                if dest is not None:
+                    payload += encode_dest(dest, key_only=cmd == CMD_DEL_DEST)
+                flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if cmd in (CMD_NEW_SERVICE, CMD_NEW_DEST) else 0)
+                seq, frame = self._frame(cmd, payload, flags)
+                frames.append(frame)
+                seqs[seq] = op
+            self._sock.send(b"".join(frames))
+            first_error = None
+            for seq, kind, _, body in self._replies():
+                if kind != NLMSG_ERROR or seq not in seqs:
+                    continue
+                op = seqs.pop(seq)
+                code = -struct.unpack_from("=i", body)[0]
+                if code and first_error is None:
+                    first_error = (op, code)
+                if not seqs:
+                    break
+            if first_error:
+                raise IPVSError(describe_failure(*first_error), first_error[1])

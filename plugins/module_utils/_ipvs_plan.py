@@ -1,0 +1,234 @@
+# -*- coding: utf-8 -*-
+# Copyright: lvs.nat contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""IPVS argument specs, validation, normalisation and planning. Pure: no kernel I/O.
+
+One algorithm for every IPVS module: the user's options become a desired object in which
+an option left out keeps the kernel's current value (or the creation default); desired and
+current are compared field by field; the plan is a list of kernel operations; the predicted
+result of the plan is the "after" of the diff in check mode.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs import (
+    CMD_DEL_DEST, CMD_DEL_SERVICE, CMD_NEW_DEST, CMD_NEW_SERVICE, CMD_SET_DEST, CMD_SET_SERVICE,
+    PROTOCOLS, SCHED_FLAGS, SCHEDULERS, describe_dest, describe_service,
+)
+
+MAX_U16, MAX_I32, MAX_U32 = 65535, 2 ** 31 - 1, 2 ** 32 - 1
+ALL_SCHED_FLAGS = sorted(f for flags in SCHED_FLAGS.values() for f in flags)
+
+SERVICE_KEY_SPEC = dict(
+    protocol=dict(type="str", choices=sorted(PROTOCOLS)),
+    address=dict(type="str"),
+    port=dict(type="int"),
+    fwmark=dict(type="int"),
+    family=dict(type="str", choices=["ipv4", "ipv6"]),
+)
+SERVICE_KEY_RELATIONS = dict(
+    required_one_of=[("address", "fwmark")],
+    mutually_exclusive=[("fwmark", "address"), ("fwmark", "port"), ("fwmark", "protocol")],
+    required_together=[("address", "port")],
+)
+SERVICE_SPEC = dict(
+    SERVICE_KEY_SPEC,
+    scheduler=dict(type="str", choices=list(SCHEDULERS)),
+    scheduler_flags=dict(type="list", elements="str", choices=ALL_SCHED_FLAGS),
+    persistence_timeout=dict(type="int"),
+    persistence_prefix=dict(type="int"),
+    one_packet=dict(type="bool"),
+)
+REAL_SERVER_SPEC = dict(
+    address=dict(type="str", required=True),
+    port=dict(type="int"),
+    forwarding=dict(type="str", choices=["masq", "route", "tunnel"]),
+    weight=dict(type="int"),
+    upper_threshold=dict(type="int"),
+    lower_threshold=dict(type="int"),
+)
+
+SERVICE_DEFAULTS = dict(scheduler="wlc", scheduler_flags=[], persistence_timeout=0, one_packet=False)
+DEST_DEFAULTS = dict(forwarding="masq", weight=1, upper_threshold=0, lower_threshold=0)
+SERVICE_FIELDS = ("scheduler", "scheduler_flags", "persistence_timeout", "persistence_prefix", "one_packet")
+DEST_FIELDS = ("forwarding", "weight", "upper_threshold", "lower_threshold")
+
+
+class InvalidInput(ValueError):
+    """Bad input, found before anything changes; the message names the option."""
+
+
+def _int_range(name, value, low, high):
+    if value is not None and not low <= value <= high:
+        raise InvalidInput("%s=%s is out of range: it must be between %d and %d" % (name, value, low, high))
+
+
+def _ip(name, value):
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (name, value))
+
+
+def service_key(params, where=""):
+    """The kernel's identity of a service: fwmark + family, or protocol + address + port."""
+    p = where
+    if params.get("fwmark") is not None:
+        _int_range(p + "fwmark", params["fwmark"], 1, MAX_U32)
+        return dict(family=params.get("family") or "ipv4", fwmark=params["fwmark"], protocol=None, address=None, port=None)
+    ip = _ip(p + "address", params["address"])
+    family = "ipv6" if ip.version == 6 else "ipv4"
+    if params.get("family") and params["family"] != family:
+        raise InvalidInput("%sfamily=%s does not match %saddress=%s, an %s address" % (p, params["family"], p, ip, family))
+    if ip.is_multicast or ip.is_unspecified:
+        raise InvalidInput("%saddress=%s cannot be a virtual service address" % (p, ip))
+    _int_range(p + "port", params["port"], 0, MAX_U16)
+    return dict(family=family, fwmark=0, protocol=params.get("protocol") or "tcp", address=str(ip), port=params["port"])
+
+
+def desired_service(params, current):
+    """The service the user asked for: set options win, the rest keeps current or defaults."""
+    svc = service_key(params)
+    max_prefix = 128 if svc["family"] == "ipv6" else 32
+    base = dict(SERVICE_DEFAULTS, persistence_prefix=max_prefix)
+    if current:
+        base.update((k, current[k]) for k in SERVICE_FIELDS)
+    for k in SERVICE_FIELDS:
+        svc[k] = params[k] if params.get(k) is not None else base[k]
+    # Flags and the persistence mask belong to a scheduler and to persistence: reset them
+    # when those change and the user did not restate them.
+    if params.get("scheduler_flags") is None and current and svc["scheduler"] != current["scheduler"]:
+        svc["scheduler_flags"] = []
+    if params.get("persistence_prefix") is None and not svc["persistence_timeout"]:
+        svc["persistence_prefix"] = max_prefix
+    svc["scheduler_flags"] = sorted(set(svc["scheduler_flags"]))
+
+    _int_range("persistence_timeout", params.get("persistence_timeout"), 0, MAX_I32)
+    _int_range("persistence_prefix", params.get("persistence_prefix"), 1, max_prefix)
+    if params.get("persistence_prefix") is not None and not svc["persistence_timeout"]:
+        raise InvalidInput("persistence_prefix=%s needs persistence_timeout: the mask groups clients of a persistent "
+                           "service only" % params["persistence_prefix"])
+    bad = [f for f in svc["scheduler_flags"] if f not in SCHED_FLAGS.get(svc["scheduler"], {})]
+    if bad:
+        raise InvalidInput("scheduler_flags=%s do not fit scheduler=%s (%s)" % (
+            ",".join(bad), svc["scheduler"],
+            "it takes %s" % " and ".join(sorted(SCHED_FLAGS[svc["scheduler"]])) if svc["scheduler"] in SCHED_FLAGS
+            else "only sh and mh take flags"))
+    if svc["one_packet"] and svc["protocol"] not in ("udp", None):
+        raise InvalidInput("one_packet=true is for UDP services (one-packet scheduling); this service is %s"
+                           % svc["protocol"].upper())
+    if svc["port"] == 0 and not svc["persistence_timeout"]:
+        raise InvalidInput("port=0 (all ports) needs persistence_timeout: the kernel accepts a port-0 service "
+                           "only when it is persistent")
+    return svc
+
+
+def desired_dest(entry, svc, have, where="real server"):
+    """A real server as asked; unset options keep the kernel's values (have: id -> dest) or defaults."""
+    ip = _ip("%s address" % where, entry["address"])
+    family = "ipv6" if ip.version == 6 else "ipv4"
+    if family != svc["family"]:
+        raise InvalidInput("%s address=%s is %s but the service %s is %s" % (
+            where, ip, family, describe_service(svc), svc["family"]))
+    port = entry.get("port")
+    if port is None:
+        port = svc["port"] if not svc["fwmark"] else 0  # fwmark: 0 keeps each packet's port
+    _int_range("%s port" % where, port, 0, MAX_U16)
+    dest = dict(address=str(ip), port=port)
+    base = dict(DEST_DEFAULTS)
+    current = have.get(dest_id(dest))
+    if current:
+        base.update((k, current[k]) for k in DEST_FIELDS)
+    for k in DEST_FIELDS:
+        dest[k] = entry[k] if entry.get(k) is not None else base[k]
+    _int_range("%s weight" % where, entry.get("weight"), 0, MAX_U16)
+    _int_range("%s upper_threshold" % where, entry.get("upper_threshold"), 0, MAX_I32)
+    _int_range("%s lower_threshold" % where, entry.get("lower_threshold"), 0, MAX_I32)
+    if dest["lower_threshold"] > dest["upper_threshold"]:
+        raise InvalidInput("%s %s: lower_threshold=%s exceeds upper_threshold=%s (the kernel refuses it; with no "
+                           "upper threshold, 0, there can be no lower one)" % (
+                               where, describe_dest(dest), dest["lower_threshold"], dest["upper_threshold"]))
+    if dest["forwarding"] != "masq" and not svc["fwmark"] and port not in (svc["port"], 0):
+        raise InvalidInput("%s %s: port mapping (service port %s to %s) needs forwarding=masq; %s forwarding "
+                           "keeps the service port" % (where, describe_dest(dest), svc["port"], port, dest["forwarding"]))
+    return dest
+
+
+def desired_dests(entries, svc, current_dests):
+    """The listed real servers, normalised; a server listed twice is an error."""
+    have = dict((dest_id(d), d) for d in current_dests or [])
+    out, seen = [], set()
+    for i, entry in enumerate(entries):
+        dest = desired_dest(entry, svc, have, where="real_servers[%d]" % i)
+        if dest_id(dest) in seen:
+            raise InvalidInput("real_servers[%d]: %s is listed twice" % (i, describe_dest(dest)))
+        seen.add(dest_id(dest))
+        out.append(dest)
+    return out
+
+
+def dest_id(d):
+    return (d["address"], d["port"])
+
+
+def config_view(svc):
+    """What the diff shows of a service: its settings and its real servers, no counters."""
+    if svc is None:
+        return {}
+    out = dict((k, svc[k]) for k in ("family", "protocol", "address", "port", "fwmark") + SERVICE_FIELDS)
+    if "real_servers" in svc:
+        out["real_servers"] = [dict((k, d[k]) for k in ("address", "port") + DEST_FIELDS)
+                               for d in sorted(svc["real_servers"], key=_sort_key)]
+    return out
+
+
+def _sort_key(d):
+    ip = ipaddress.ip_address(d["address"])
+    return (ip.version, int(ip), d["port"])
+
+
+def plan_service(current, desired, dests_wanted, purge):
+    """Kernel operations turning current into desired, and the predicted result.
+
+    current: kernel service with "real_servers", or None. desired: a full service or None
+    (absent). dests_wanted: list of full real servers, or None to leave them alone.
+    """
+    ops = []
+    if desired is None:
+        if current is not None:
+            ops.append((CMD_DEL_SERVICE, current, None))
+        return ops, None
+    have = dict((dest_id(d), d) for d in (current or {}).get("real_servers", []))
+    if current is None:
+        ops.append((CMD_NEW_SERVICE, desired, None))
+    elif any(current[k] != desired[k] for k in SERVICE_FIELDS):
+        ops.append((CMD_SET_SERVICE, desired, None))
+    after_dests = dict(have)
+    if dests_wanted is not None:
+        want = dict((dest_id(d), d) for d in dests_wanted)
+        if purge:
+            for key in sorted(set(have) - set(want)):
+                ops.append((CMD_DEL_DEST, desired, have[key]))
+                del after_dests[key]
+        for d in dests_wanted:
+            old = have.get(dest_id(d))
+            if old is None:
+                ops.append((CMD_NEW_DEST, desired, d))
+            elif any(old[k] != d[k] for k in DEST_FIELDS):
+                ops.append((CMD_SET_DEST, desired, d))
+            after_dests[dest_id(d)] = dict(old or {}, **d)
+    after = dict(desired, real_servers=sorted(after_dests.values(), key=_sort_key))
+    return ops, after
+
+
+def plan_dest(svc, current, desired):
+    """Operations for one real server of an existing service: add, edit, delete or nothing."""
+    if desired is None:
+        return ([(CMD_DEL_DEST, svc, current)] if current else []), None
+    if current is None:
+        return [(CMD_NEW_DEST, svc, desired)], desired
+    if any(current[k] != desired[k] for k in DEST_FIELDS):
+        return [(CMD_SET_DEST, svc, desired)], dict(current, **desired)
+    return [], current
