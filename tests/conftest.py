@@ -8,9 +8,21 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "lab"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
 
 import lab as labmod  # noqa: E402
+
+# This checkout as the collection lvs.nat, for imports in unit tests and for ansible-* commands.
+COLLECTIONS = Path(sys.prefix) / "collections"
+_link = COLLECTIONS / "ansible_collections" / "lvs" / "nat"
+if not _link.is_symlink() or _link.resolve() != ROOT:
+    _link.parent.mkdir(parents=True, exist_ok=True)
+    if _link.is_symlink():
+        _link.unlink()
+    _link.symlink_to(ROOT)
+sys.path.insert(0, str(COLLECTIONS))
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,8 @@ options:
     default: present
   scheduler:
     description:
-      - Scheduling algorithm. The module loads the scheduler's kernel module (C(ip_vs_<name>)).
+      - Scheduling algorithm. The module loads the scheduler's kernel module (C(ip_vs_<name>)) and fails, changing
+        nothing, where the kernel has none (V(twos) is not in Linux 6.1, for example).
       - Defaults to V(wlc) (as C(ipvsadm)) when the service is created; left as it is when omitted later.
     type: str
     choices: [rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh, fo, ovf, twos]

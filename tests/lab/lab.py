@@ -642,7 +642,7 @@ def write_inventory(accel: str) -> Path:
         "  children:",
         "    director:",
         "      hosts:",
-        "        director:",
+        "        director1:",
         "          ansible_host: 127.0.0.1",
         f"          ansible_port: {SSH_PORT}",
         "          lab_public_iface: eth1",

@@ -85,7 +85,7 @@ def test_inventory_works_with_ansible_playbook(lab, tmp_path):
     proc = subprocess.run([bindir / "ansible-playbook", "-i", lab.INVENTORY, play], capture_output=True, text=True,
                           env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert '"msg": "director=director in director"' in proc.stdout
+    assert '"msg": "director1=director in director"' in proc.stdout
     assert '"msg": "client=client in clients"' in proc.stdout
     for rs in lab.realserver_names():
         assert f'"msg": "{rs}={rs} in realservers"' in proc.stdout
