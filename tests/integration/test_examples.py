@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Every module's EXAMPLES run on the lab director; each example task, run again at once, changes nothing."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+from test_targets import HERE, run_playbook
+
+MODULES = ["ipvs_service", "ipvs_real_server", "ipvs_timeouts", "ipvs_info"]
+# What the examples assume exists: the services ipvs_real_server's examples name.
+SETUP = "ipvsadm -C && ipvsadm -A -t 198.51.100.10:80 -s wlc && ipvsadm -A -f 1 -s wlc"
+RESET = "ipvsadm -C && ipvsadm --set 900 120 300"
+
+
+def example_playbook(module):
+    mod = importlib.import_module(f"ansible_collections.lvs.nat.plugins.modules.{module}")
+    examples = yaml.safe_load(mod.EXAMPLES)
+    tasks = [{"name": "Setup", "ansible.builtin.shell": SETUP, "changed_when": False}]
+    for i, task in enumerate(examples):
+        tasks.append(task)
+        if any(k.startswith("lvs.nat.") for k in task):
+            again = dict(task, name=f"{task['name']} (again)", register=f"again{i}")
+            tasks.append(again)
+            tasks.append({"name": f"Second run of example {i} changed nothing",
+                          "ansible.builtin.assert": {"that": [f"again{i} is not changed"]}})
+    tasks.append({"name": "Reset", "ansible.builtin.shell": RESET, "changed_when": False})
+    return [{"name": f"Examples of lvs.nat.{module}", "hosts": "director", "gather_facts": False, "tasks": tasks}]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_examples_are_idempotent(lab, module, tmp_path):
+    book = tmp_path / f"{module}-examples.yml"
+    book.write_text(yaml.safe_dump(example_playbook(module), sort_keys=False))
+    proc = run_playbook(lab, book)
+    assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Second run of example") >= 1 and "failed=0" in proc.stdout
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_renders(module):
+    proc = subprocess.run([f"{sys.prefix}/bin/ansible-doc", f"lvs.nat.{module}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "EXAMPLES:" in proc.stdout and "RETURN VALUES:" in proc.stdout
+    assert "[WARNING]" not in proc.stderr

@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Normalisation and planning: what is set wins, what is left out keeps the kernel's value."""
+from __future__ import annotations
+
+import pytest
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
+    SERVICE_SPEC, InvalidInput, config_view, desired_dests, desired_service, plan_dest, plan_service,
+)
+
+
+def params(**kw):
+    p = dict.fromkeys(SERVICE_SPEC)
+    p.update(kw)
+    return p
+
+
+def kernel_service(**kw):
+    s = dict(family="ipv4", protocol="tcp", address="198.51.100.10", port=80, fwmark=0, scheduler="sh",
+             scheduler_flags=["sh-port"], persistence_timeout=300, persistence_prefix=24, one_packet=False,
+             real_servers=[])
+    s.update(kw)
+    return s
+
+
+def dest(addr, port=80, **kw):
+    d = dict(address=addr, port=port, forwarding="masq", weight=1, upper_threshold=0, lower_threshold=0)
+    d.update(kw)
+    return d
+
+
+def test_creation_defaults():
+    s = desired_service(params(address="198.51.100.10", port=80), None)
+    assert (s["protocol"], s["scheduler"], s["persistence_timeout"], s["persistence_prefix"]) == ("tcp", "wlc", 0, 32)
+    s6 = desired_service(params(address="2001:DB8::0010", port=80), None)
+    assert (s6["family"], s6["address"], s6["persistence_prefix"]) == ("ipv6", "2001:db8::10", 128)
+
+
+def test_omitted_options_keep_the_kernel_values():
+    cur = kernel_service()
+    s = desired_service(params(address="198.51.100.10", port=80), cur)
+    assert all(s[k] == cur[k] for k in ("scheduler", "scheduler_flags", "persistence_timeout", "persistence_prefix"))
+    assert plan_service(cur, s, None, False)[0] == []
+
+
+def test_scheduler_change_clears_flags_and_persistence_off_resets_mask():
+    cur = kernel_service()
+    s = desired_service(params(address="198.51.100.10", port=80, scheduler="rr", persistence_timeout=0), cur)
+    assert s["scheduler_flags"] == [] and s["persistence_prefix"] == 32
+
+
+def test_prefix_kept_from_a_persistent_kernel_service_is_valid():
+    s = desired_service(params(address="198.51.100.10", port=80, persistence_prefix=16), kernel_service())
+    assert s["persistence_prefix"] == 16 and s["persistence_timeout"] == 300
+
+
+@pytest.mark.parametrize("kw, current, message", [
+    (dict(address="198.51.100.10", port=80, scheduler_flags=["sh-port"]), None, "scheduler_flags=sh-port do not fit scheduler=wlc"),
+    (dict(address="198.51.100.10", port=80, scheduler="rr", scheduler_flags=["sh-port"]), kernel_service(), "do not fit scheduler=rr"),
+    (dict(address="198.51.100.10", port=0), None, "port=0 (all ports) needs persistence_timeout"),
+    (dict(address="198.51.100.10", port=80, persistence_prefix=8), None, "persistence_prefix=8 needs persistence_timeout"),
+    (dict(address="198.51.100.10", port=80, persistence_timeout=1, persistence_prefix=0), None, "persistence_prefix=0 is out of range"),
+    (dict(address="198.51.100.10", port=80, one_packet=True), None, "one_packet=true is for UDP"),
+    (dict(address="ff02::1", port=80), None, "address=ff02::1 cannot be a virtual service address"),
+    (dict(address="0.0.0.0", port=80), None, "address=0.0.0.0 cannot be"),
+    (dict(fwmark=2 ** 32), None, "fwmark=4294967296 is out of range"),
+])
+def test_invalid_service(kw, current, message):
+    with pytest.raises(InvalidInput) as e:
+        desired_service(params(**kw), current)
+    assert message in str(e.value)
+
+
+def test_udp_and_fwmark_may_use_one_packet():
+    assert desired_service(params(protocol="udp", address="198.51.100.10", port=53, one_packet=True), None)["one_packet"]
+    assert desired_service(params(fwmark=3, one_packet=True), None)["one_packet"]
+
+
+def test_real_server_defaults_and_port_rules():
+    s = desired_service(params(address="198.51.100.10", port=80), None)
+    (d,) = desired_dests([dict(address="198.51.100.101")], s, [])
+    assert d == dest("198.51.100.101")
+    fw = desired_service(params(fwmark=1), None)
+    assert desired_dests([dict(address="198.51.100.101")], fw, [])[0]["port"] == 0
+    # port mapping only in NAT
+    with pytest.raises(InvalidInput, match="needs forwarding=masq"):
+        desired_dests([dict(address="198.51.100.101", port=8080, forwarding="tunnel")], s, [])
+    assert desired_dests([dict(address="198.51.100.101", forwarding="route")], s, [])[0]["forwarding"] == "route"
+
+
+def test_real_server_keeps_kernel_values_and_detects_duplicates():
+    s = desired_service(params(address="198.51.100.10", port=80), None)
+    have = [dest("198.51.100.101", weight=7, upper_threshold=9)]
+    (d,) = desired_dests([dict(address="198.51.100.101", port=80)], s, have)
+    assert (d["weight"], d["upper_threshold"]) == (7, 9)
+    with pytest.raises(InvalidInput, match=r"real_servers\[1\]: 198.51.100.101:80 is listed twice"):
+        desired_dests([dict(address="198.51.100.101"), dict(address="198.51.100.101", port=80)], s, have)
+
+
+def test_lower_threshold_above_upper_is_refused_even_when_upper_comes_from_the_kernel():
+    s = desired_service(params(address="198.51.100.10", port=80), None)
+    with pytest.raises(InvalidInput, match="lower_threshold=5 exceeds upper_threshold=3"):
+        desired_dests([dict(address="198.51.100.101", lower_threshold=5)], s, [dest("198.51.100.101", upper_threshold=3)])
+
+
+def test_plan_create_edit_purge():
+    s = desired_service(params(address="198.51.100.10", port=80, scheduler="rr"), None)
+    wanted = desired_dests([dict(address="198.51.100.101"), dict(address="198.51.100.102", weight=2)], s, [])
+    ops, after = plan_service(None, s, wanted, False)
+    assert [op[0] for op in ops] == [I.CMD_NEW_SERVICE, I.CMD_NEW_DEST, I.CMD_NEW_DEST]
+    assert [d["address"] for d in after["real_servers"]] == ["198.51.100.101", "198.51.100.102"]
+
+    current = dict(after, real_servers=[dest("198.51.100.101"), dest("198.51.100.102", weight=2), dest("198.51.100.103")])
+    wanted = desired_dests([dict(address="198.51.100.102", weight=0)], s, current["real_servers"])
+    ops, after = plan_service(current, s, wanted, False)
+    assert ops == [(I.CMD_SET_DEST, s, dest("198.51.100.102", weight=0))]
+    assert len(after["real_servers"]) == 3  # nothing unnamed removed
+
+    ops, after = plan_service(current, s, wanted, True)
+    assert [(op[0], op[2]["address"]) for op in ops] == [
+        (I.CMD_DEL_DEST, "198.51.100.101"), (I.CMD_DEL_DEST, "198.51.100.103"), (I.CMD_SET_DEST, "198.51.100.102")]
+    assert [d["address"] for d in after["real_servers"]] == ["198.51.100.102"]
+
+
+def test_plan_delete_and_nothing():
+    cur = kernel_service()
+    assert plan_service(cur, None, None, False) == ([(I.CMD_DEL_SERVICE, cur, None)], None)
+    assert plan_service(None, None, None, False) == ([], None)
+    assert config_view(None) == {}
+
+
+def test_plan_dest():
+    s = kernel_service()
+    d = dest("198.51.100.101")
+    assert plan_dest(s, None, d) == ([(I.CMD_NEW_DEST, s, d)], d)
+    assert plan_dest(s, d, dict(d)) == ([], d)
+    assert plan_dest(s, d, dict(d, weight=0))[0] == [(I.CMD_SET_DEST, s, dict(d, weight=0))]
+    assert plan_dest(s, d, None) == ([(I.CMD_DEL_DEST, s, d)], None)
+    assert plan_dest(s, None, None) == ([], None)
