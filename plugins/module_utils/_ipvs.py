@@ -20,7 +20,8 @@ import os
 import select
 import socket
 import struct
-import subprocess
+
+from ansible_collections.lvs.nat.plugins.module_utils._kmod import KernelError, loaded, modprobe
 
 try:
     from pyroute2.netlink import genlmsg
@@ -63,12 +64,8 @@ _NLA = struct.Struct("=HH")
 _U16, _U32, _U64, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struct("=Q"), struct.Struct(">H")
 
 
-class IPVSError(Exception):
+class IPVSError(KernelError):
     """A kernel or environment failure, with the errno where the kernel gave one."""
-
-    def __init__(self, msg, code=None):
-        super(IPVSError, self).__init__(msg)
-        self.code = code
 
 
 # ---------------------------------------------------------------- codec (pure, unit tested)
@@ -257,29 +254,6 @@ def describe_failure(op, code):
 
 # ---------------------------------------------------------------- kernel modules
 
-def _module_loaded(name):
-    try:
-        with open("/proc/modules") as fh:
-            if any(line.split(" ", 1)[0] == name for line in fh):
-                return True
-    except (IOError, OSError):
-        pass
-    return os.path.isdir("/sys/module/%s" % name)  # built into the kernel
-
-
-def modprobe(names, dry_run=False, run=subprocess.run):
-    """Load what is missing (pyroute2 loads nothing); with dry_run only prove it could be loaded."""
-    for name in names:
-        if _module_loaded(name):
-            continue
-        argv = ["modprobe"] + (["--dry-run"] if dry_run else []) + [name]
-        proc = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                   env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        if proc.returncode != 0:
-            raise IPVSError("Failed to load kernel module %s (%s: rc=%d): %s" % (
-                name, " ".join(argv), proc.returncode, (proc.stderr or proc.stdout).strip()))
-
-
 class Session(object):
     """A module run's access to IPVS.
 
@@ -290,7 +264,7 @@ class Session(object):
 
     def __init__(self, kernel_modules):
         modprobe(kernel_modules, dry_run=True)
-        self.ipvs = IPVS() if _module_loaded("ip_vs") else None
+        self.ipvs = IPVS() if loaded("ip_vs") else None
 
     def __enter__(self):
         return self

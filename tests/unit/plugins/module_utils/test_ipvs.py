@@ -7,6 +7,7 @@ import struct
 
 import pytest
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
+from ansible_collections.lvs.nat.plugins.module_utils import _kmod as K
 
 
 def svc(**kw):
@@ -85,7 +86,7 @@ def test_modprobe_reports_the_tool_failure(monkeypatch):
     class Proc:
         returncode, stdout, stderr = 1, "", "modprobe: FATAL: Module ip_vs_twos not found"
 
-    monkeypatch.setattr(I, "_module_loaded", lambda name: False)
-    with pytest.raises(I.IPVSError, match=r"Failed to load kernel module ip_vs_twos \(modprobe --dry-run ip_vs_twos: rc=1\): "
+    monkeypatch.setattr(K, "loaded", lambda name: False)
+    with pytest.raises(K.KernelError, match=r"Failed to load kernel module ip_vs_twos \(modprobe --dry-run ip_vs_twos: rc=1\): "
                                           r"modprobe: FATAL: Module ip_vs_twos not found"):
-        I.modprobe(["ip_vs_twos"], dry_run=True, run=lambda *a, **kw: Proc())
+        K.modprobe(["ip_vs_twos"], dry_run=True, run=lambda *a, **kw: Proc())

@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright: lvs.nat contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Kernel parameters (/proc/sys) and the files that persist them. No I/O on import."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+PROC_SYS = "/proc/sys"
+FORWARDING_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+REMOVED = {
+    "net.ipv4.tcp_tw_recycle": "was removed in Linux 4.12 (it broke clients behind NAT); leave it out, "
+                               "net.ipv4.tcp_tw_reuse is the knob that remains",
+}
+# Keys that exist only once a kernel module is loaded, and that module.
+KEY_MODULES = (("net.ipv4.vs.", "ip_vs"), ("net.netfilter.nf_conntrack_", "nf_conntrack"))
+_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+( [A-Za-z0-9_.:-]+)*$")
+_KEY = re.compile(r"^net(\.[A-Za-z0-9_:-]+|\.[A-Za-z0-9_:-]+(/[A-Za-z0-9_:-]+)+)+$")
+
+
+class SysctlError(Exception):
+    pass
+
+
+def proc_path(key, root=PROC_SYS):
+    # sysctl(8) writes an interface name containing dots with slashes (net.ipv4.conf.eth0/100.rp_filter).
+    return os.path.join(root, *[part.replace("/", ".") for part in key.split(".")])
+
+
+def normalise_value(value):
+    """One canonical text for a value: booleans as 0/1, whitespace runs as one space."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return " ".join(str(value).split())
+
+
+def check_key(key, value):
+    """Reject what can be rejected without the kernel; the message names the key."""
+    if key in REMOVED:
+        raise SysctlError("%s %s" % (key, REMOVED[key]))
+    if not _KEY.match(key):
+        raise SysctlError("%s: not a net.* kernel parameter (this module manages networking keys only; use "
+                          "ansible.posix.sysctl for others)" % key)
+    text = normalise_value(value)
+    if not _VALUE.match(text):
+        raise SysctlError("%s: value %r is not a number, a word or numbers separated by spaces" % (key, value))
+    return text
+
+
+def module_for(key):
+    for prefix, module in KEY_MODULES:
+        if key.startswith(prefix):
+            return module
+    return None
+
+
+def read(key, root=PROC_SYS):
+    """The kernel's value, normalised; None where the key does not exist."""
+    try:
+        with open(proc_path(key, root)) as fh:
+            return normalise_value(fh.read())
+    except (IOError, OSError):
+        return None
+
+
+def write(key, value, root=PROC_SYS):
+    try:
+        with open(proc_path(key, root), "w") as fh:
+            fh.write(value + "\n")
+    except (IOError, OSError) as e:
+        raise SysctlError("Failed to set %s = %s: %s" % (key, value, e.strerror or e))
+
+
+def apply_runtime(wanted, root=PROC_SYS):
+    """Write the keys whose value differs, forwarding first; undo every write if one fails.
+
+    Turning net.ipv4.ip_forward on or off resets per-interface settings (accept_redirects,
+    forwarding) to defaults, so the other keys are compared again after it.
+    """
+    done = []
+    try:
+        for key in [k for k in FORWARDING_KEYS if k in wanted] + [k for k in wanted if k not in FORWARDING_KEYS]:
+            old = read(key, root)
+            if old != wanted[key]:
+                write(key, wanted[key], root)
+                done.append((key, old))
+    except SysctlError:
+        for key, old in reversed(done):
+            try:
+                write(key, old, root)
+            except SysctlError:
+                pass
+        raise
+    return [k for k, _ in done]
+
+
+def atomic_write(path, text, mode=0o644):
+    """Replace path with text in one rename; return True when the content changed."""
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return False
+    except (IOError, OSError):
+        pass
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".lvs-nat.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def read_file(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except (IOError, OSError):
+        return None
+
+
+def remove_file(path):
+    if os.path.exists(path):
+        os.unlink(path)
+        return True
+    return False
