@@ -2,7 +2,7 @@
 """Fast integration targets: modules run by ansible-playbook inside throwaway network namespaces here.
 
 This machine's kernel has forwarding, conntrack and NAT per namespace (not IPVS). Two
-namespaces joined by a veth pair: NAME-a (10.x is not allowed here, so 198.51.100.128/30).
+namespaces joined by a veth pair in 198.51.100.128/29, clear of every lab segment.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from test_targets import ansible_env
 HERE = Path(__file__).parent
 TARGETS = sorted(p.name for p in (HERE / "netns_targets").iterdir() if (p / "tasks" / "main.yml").exists())
 NS_A, NS_B = "lvsnat-ta", "lvsnat-tb"
-IP_A, IP_B = "198.51.100.129", "198.51.100.130"  # a /30 apart from every lab segment
+IP_A, IP_B = "198.51.100.129", "198.51.100.130"
 
 
 def sh(*argv, check=True):
@@ -31,7 +31,7 @@ def netns(tmp_path):
         sh("ip", "netns", "add", ns)
     sh("ip", "link", "add", "lvsnat-va", "netns", NS_A, "type", "veth", "peer", "name", "lvsnat-vb", "netns", NS_B)
     for ns, dev, ip in ((NS_A, "lvsnat-va", IP_A), (NS_B, "lvsnat-vb", IP_B)):
-        sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/29", "dev", dev)
         sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
     yield tmp_path

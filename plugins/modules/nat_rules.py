@@ -1,0 +1,315 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: lvs.nat contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nat_rules
+short_description: The netfilter rules of an LVS-NAT director, owned, atomic and persistent
+version_added: 0.1.0
+description:
+  - Declares the IPv4 netfilter rules this collection owns on a director, in the order given. SNAT, DNAT with port
+    mapping, MASQUERADE, per-outgoing-interface SNAT (multi-WAN), filter accepts (for the VIP, a health-check subnet,
+    forwarded traffic), packet marks for fwmark services, and a per-source limit on new connections for floods.
+  - The rules live in a table (nftables, C(table inet lvs_nat)) or chains (iptables, C(LVS-NAT-*) jumped to from the
+    top of the built-in chains) that only this module writes, so rules written by others survive. The module never
+    flushes anything else.
+  - The owned rules are replaced in one transaction after a dry run (C(nft -c), C(iptables-restore --test)); a rule the
+    backend rejects fails with the backend's message and leaves the previous ruleset active, also in check mode.
+  - Before and after are read from the kernel's own listing, rule by rule.
+  - Persistence is a rules file and a systemd unit (C(lvs-nat-rules.service)) that loads it at boot, after
+    the distribution's firewall loaders, which may flush everything.
+author: lvs.nat maintainers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: The backend still validates the rules (dry run), so rejected rules fail in check mode too.
+  diff_mode:
+    support: full
+    details: Rule-level before and after per owned chain, and the persisted files.
+  platform:
+    platforms: linux
+options:
+  rules:
+    description:
+      - The owned rules, in order. Each needs O(rules[].type); the other fields depend on it.
+      - V(masquerade) takes O(rules[].source), O(rules[].destination), O(rules[].out_interface).
+      - V(snat) adds O(rules[].to_source) (required); one per outgoing interface gives multi-WAN SNAT.
+      - V(dnat) takes O(rules[].destination) and O(rules[].to_destination) (required), O(rules[].protocol),
+        O(rules[].port), O(rules[].to_port) (port mapping) and O(rules[].in_interface).
+      - V(accept) takes O(rules[].chain) (required) and matches on addresses, ports and interfaces.
+      - V(mark) sets O(rules[].mark) on matching packets before routing, for IPVS fwmark services.
+      - V(rate_limit) drops new connections to O(rules[].destination) from any one source above O(rules[].rate).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      type:
+        description: What the rule does.
+        type: str
+        required: true
+        choices: [masquerade, snat, dnat, accept, mark, rate_limit]
+      source:
+        description: Source IPv4 address or network.
+        type: str
+      destination:
+        description: Destination IPv4 address or network (the VIP, for most rules).
+        type: str
+      protocol:
+        description: Transport protocol; needed with a port.
+        type: str
+        choices: [tcp, udp]
+      port:
+        description: Destination port.
+        type: int
+      in_interface:
+        description: Incoming interface.
+        type: str
+      out_interface:
+        description: Outgoing interface.
+        type: str
+      to_source:
+        description: Source address to write (V(snat)).
+        type: str
+      to_destination:
+        description: Destination address to write (V(dnat)).
+        type: str
+      to_port:
+        description: Destination port to write (V(dnat)), for port mapping.
+        type: int
+      chain:
+        description: V(input) for traffic to the director, V(forward) for traffic through it (V(accept)).
+        type: str
+        choices: [input, forward]
+      mark:
+        description: Packet mark, 1 to 4294967295 (V(mark)).
+        type: int
+      rate:
+        description: Allowed new connections per source, such as V(20/second) (V(rate_limit)).
+        type: str
+      burst:
+        description: Connections allowed above the rate in a burst (V(rate_limit)); 5 when omitted.
+        type: int
+      comment:
+        description: A comment kept with the rule in the kernel.
+        type: str
+  state:
+    description:
+      - V(present) makes the owned rules exactly O(rules); V(absent) removes the owned table or chains and the
+        persisted files.
+    type: str
+    choices: [present, absent]
+    default: present
+  backend:
+    description:
+      - V(nftables) or V(iptables); V(auto) takes nftables where C(nft) is installed, else iptables.
+    type: str
+    choices: [auto, nftables, iptables]
+    default: auto
+  persistent:
+    description: Write the rules file and the systemd unit that restores the rules at boot.
+    type: bool
+    default: true
+  path:
+    description: The rules file this module owns.
+    type: path
+    default: /etc/lvs-nat/nat-rules
+  unit_path:
+    description: The systemd unit this module owns; it is enabled for C(multi-user.target).
+    type: path
+    default: /etc/systemd/system/lvs-nat-rules.service
+notes:
+  - With nftables, an accept in this table does not override a drop in another table; the V(accept) rules matter
+    where the owned chains are the ones deciding, as with the iptables backend, whose chains are jumped to first.
+  - IPVS handles packets to a virtual service before the filter C(INPUT) rules of other tools see them; the
+    V(rate_limit) and V(accept) rules here run at the filter priority, before IPVS.
+seealso:
+  - module: lvs.nat.sysctl_forwarding
+"""
+
+EXAMPLES = r"""
+- name: The director's NAT and filter rules
+  lvs.nat.nat_rules:
+    rules:
+      - type: accept
+        chain: input
+        destination: 198.51.100.10
+        protocol: tcp
+        port: 80
+      - type: accept
+        chain: input
+        source: 198.51.100.64/26
+        protocol: tcp
+        port: 80
+        comment: health checks
+      - type: accept
+        chain: forward
+        source: 198.51.100.64/26
+      - type: accept
+        chain: forward
+        destination: 198.51.100.64/26
+      - type: masquerade
+        source: 198.51.100.64/26
+        out_interface: eth0
+      - type: mark
+        destination: 198.51.100.10
+        protocol: tcp
+        port: 443
+        mark: 1
+      - type: rate_limit
+        destination: 198.51.100.10
+        protocol: tcp
+        port: 80
+        rate: 200/second
+        burst: 50
+
+- name: Multi-WAN SNAT and a DNAT with port mapping, with iptables
+  lvs.nat.nat_rules:
+    backend: iptables
+    rules:
+      - type: snat
+        source: 198.51.100.64/26
+        out_interface: eth1
+        to_source: 198.51.100.10
+      - type: snat
+        source: 198.51.100.64/26
+        out_interface: eth2
+        to_source: 198.51.100.11
+      - type: dnat
+        destination: 198.51.100.10
+        protocol: tcp
+        port: 8080
+        to_destination: 198.51.100.101
+        to_port: 80
+    persistent: false
+"""
+
+RETURN = r"""
+backend:
+  description: The backend used.
+  returned: always
+  type: str
+  sample: nftables
+ruleset:
+  description: The owned rules after the run (in check mode, as they would be), per chain, as the backend lists them.
+  returned: always
+  type: dict
+  sample:
+    postrouting: ['ip saddr 198.51.100.64/26 oifname "eth0" masquerade']
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lvs.nat.plugins.module_utils import _netfilter as nf
+from ansible_collections.lvs.nat.plugins.module_utils._sysctl import atomic_write, read_file, remove_file
+
+RULE_SPEC = dict(
+    type=dict(type="str", required=True, choices=list(nf.RULE_TYPES)),
+    source=dict(type="str"),
+    destination=dict(type="str"),
+    protocol=dict(type="str", choices=["tcp", "udp"]),
+    port=dict(type="int"),
+    in_interface=dict(type="str"),
+    out_interface=dict(type="str"),
+    to_source=dict(type="str"),
+    to_destination=dict(type="str"),
+    to_port=dict(type="int"),
+    chain=dict(type="str", choices=["input", "forward"]),
+    mark=dict(type="int"),
+    rate=dict(type="str"),
+    burst=dict(type="int"),
+    comment=dict(type="str"),
+)
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            rules=dict(type="list", elements="dict", default=[], options=RULE_SPEC),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            backend=dict(type="str", default="auto", choices=["auto", "nftables", "iptables"]),
+            persistent=dict(type="bool", default=True),
+            path=dict(type="path", default="/etc/lvs-nat/nat-rules"),
+            unit_path=dict(type="path", default="/etc/systemd/system/lvs-nat-rules.service"),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def _keyed(chains):
+    """JSON-friendly chain names: nftables chains as they are, iptables as table/chain."""
+    return dict(("/".join(k) if isinstance(k, tuple) else k, v) for k, v in (chains or {}).items())
+
+
+def run(module):
+    p = module.params
+    rules = [nf.normalise_rule(r, i) for i, r in enumerate(p["rules"])]
+    b = nf.backend(nf.detect(p["backend"]))
+    current = b.current()
+    present = p["state"] == "present"
+    want = b.desired(rules) if present else None
+    if present:
+        runtime_changed = current is None or any(current.get(k) != v for k, v in want.items())
+        runtime_changed = runtime_changed or b.jumps_missing()
+        if runtime_changed:
+            b.replace(rules, check_only=module.check_mode)
+    else:
+        runtime_changed = current is not None
+        if runtime_changed and not module.check_mode:
+            b.remove()
+    after = want
+    if runtime_changed and present and not module.check_mode:
+        after = b.current()
+
+    wants_dir = os.path.join(os.path.dirname(p["unit_path"]), "multi-user.target.wants")
+    unit_text, link = nf.write_unit(p["unit_path"], wants_dir, "lvs.nat netfilter rules (%s)" % b.name,
+                                    b.boot_command(p["path"]))
+    files_before = dict(rules=read_file(p["path"]), unit=read_file(p["unit_path"]), enabled=os.path.islink(link))
+    files_after = dict(files_before)
+    if p["persistent"] or not present:
+        files_after = dict(rules=b.boot_text(rules), unit=unit_text, enabled=True) if present else \
+            dict(rules=None, unit=None, enabled=False)
+    files_changed = files_after != files_before
+    if files_changed and not module.check_mode:
+        if present:
+            atomic_write(p["path"], files_after["rules"], 0o600)
+            atomic_write(p["unit_path"], files_after["unit"])
+            if not os.path.islink(link):
+                if not os.path.isdir(wants_dir):
+                    os.makedirs(wants_dir, 0o755)
+                os.symlink(p["unit_path"], link)
+        else:
+            for path in (link, p["unit_path"], p["path"]):
+                if os.path.islink(path) or os.path.exists(path):
+                    remove_file(path)
+        if os.path.isdir("/run/systemd/system") and files_before["unit"] != files_after["unit"]:
+            module.run_command(["systemctl", "daemon-reload"], check_rc=True)
+
+    result = dict(changed=runtime_changed or files_changed, backend=b.name, ruleset=_keyed(after))
+    if module._diff:
+        result["diff"] = [
+            dict(before=_keyed(current), after=_keyed(after)),
+            dict(before_header=p["path"], after_header=p["path"], before=files_before["rules"] or "",
+                 after=files_after["rules"] or ""),
+        ]
+    return result
+
+
+def main():
+    module = build_module()
+    try:
+        module.exit_json(**run(module))
+    except nf.NetfilterError as e:
+        module.fail_json(msg=str(e))
+    except (IOError, OSError) as e:
+        module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))
+
+
+if __name__ == "__main__":
+    main()
