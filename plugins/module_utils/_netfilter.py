@@ -40,6 +40,7 @@ IPT_JUMPS = (
     ("filter", "LVS-NAT-FORWARD", "FORWARD"),
 )
 NFT_TABLE = "inet lvs_nat"
+DEFAULT_BURST = 5
 _RATE = re.compile(r"^(\d+)/(second|minute|hour|day)$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}$")
 
@@ -110,7 +111,7 @@ def normalise_rule(rule, index):
         if not _RATE.match(str(r["rate"])):
             raise NetfilterError("%s: rate=%r must look like 20/second (per second, minute, hour or day)" % (where, r["rate"]))
         if r.get("burst") is None:
-            r["burst"] = 5
+            r["burst"] = DEFAULT_BURST
         if not 1 <= r["burst"] <= 10000:
             raise NetfilterError("%s: burst=%s is out of range: it must be between 1 and 10000" % (where, r["burst"]))
     if r.get("comment") is not None and not re.match(r"^[A-Za-z0-9 _.,:/=+-]{1,64}$", r["comment"]):
@@ -156,8 +157,9 @@ def nft_rule(r, index):
     elif t == "mark":
         parts.append("meta mark set 0x%08x" % r["mark"])
     elif t == "rate_limit":
-        parts.append("ct state new add @flood%d { ip saddr limit rate over %s burst %d packets } drop" % (
-            index, r["rate"], r["burst"]))
+        # nft leaves the default burst (5) out of its listing; iptables prints it.
+        burst = "" if r["burst"] == DEFAULT_BURST else " burst %d packets" % r["burst"]
+        parts.append("ct state new add @flood%d { ip saddr limit rate over %s%s } drop" % (index, r["rate"], burst))
     if r.get("comment"):
         parts.append('comment "%s"' % r["comment"])
     return " ".join(parts)

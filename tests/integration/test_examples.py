@@ -10,10 +10,16 @@ import pytest
 import yaml
 from test_targets import HERE, run_playbook
 
-MODULES = ["ipvs_service", "ipvs_real_server", "ipvs_timeouts", "ipvs_info"]
+MODULES = ["ipvs_service", "ipvs_real_server", "ipvs_timeouts", "ipvs_info", "sysctl_forwarding", "nat_rules"]
 # What the examples assume exists: the services ipvs_real_server's examples name.
 SETUP = "ipvsadm -C && ipvsadm -A -t 198.51.100.10:80 -s wlc && ipvsadm -A -f 1 -s wlc"
-RESET = "ipvsadm -C && ipvsadm --set 900 120 300"
+RESET = [
+    {"name": "Reset IPVS", "ansible.builtin.shell": "ipvsadm -C && ipvsadm --set 900 120 300", "changed_when": False},
+    {"name": "Reset nftables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "nftables"}},
+    {"name": "Reset iptables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "iptables"}},
+    {"name": "Reset sysctl files", "lvs.nat.sysctl_forwarding": {"runtime": False}},
+    {"name": "Reset forwarding", "lvs.nat.sysctl_forwarding": {"ipv4_forwarding": False, "persistent": False}},
+]
 
 
 def example_playbook(module):
@@ -27,7 +33,7 @@ def example_playbook(module):
             tasks.append(again)
             tasks.append({"name": f"Second run of example {i} changed nothing",
                           "ansible.builtin.assert": {"that": [f"again{i} is not changed"]}})
-    tasks.append({"name": "Reset", "ansible.builtin.shell": RESET, "changed_when": False})
+    tasks += RESET
     return [{"name": f"Examples of lvs.nat.{module}", "hosts": "director", "gather_facts": False, "tasks": tasks}]
 
 
