@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs import HAS_PYROUTE2, IPVSError
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs import (
     CMD_DEL_DEST, CMD_DEL_SERVICE, CMD_NEW_DEST, CMD_NEW_SERVICE, CMD_SET_DEST, CMD_SET_SERVICE,
     PROTOCOLS, SCHED_FLAGS, SCHEDULERS, describe_dest, describe_service,
@@ -232,3 +235,16 @@ def plan_dest(svc, current, desired):
     if any(current[k] != desired[k] for k in DEST_FIELDS):
         return [(CMD_SET_DEST, svc, desired)], dict(current, **desired)
     return [], current
+
+
+def run_module(build_module, run):
+    """main() of every IPVS module: pyroute2 present, run, errors as failures naming the problem."""
+    module = build_module()
+    if not HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
+    try:
+        module.exit_json(**run(module))
+    except InvalidInput as e:
+        module.fail_json(msg=str(e))
+    except IPVSError as e:
+        module.fail_json(msg=str(e), errno=e.code)

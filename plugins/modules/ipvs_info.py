@@ -108,9 +108,10 @@ services:
       elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import run_module
 
 
 def build_module():
@@ -127,13 +128,7 @@ def run(module):
 
 
 def main():
-    module = build_module()
-    if not _ipvs.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
-    try:
-        module.exit_json(**run(module))
-    except _ipvs.IPVSError as e:
-        module.fail_json(msg=str(e), errno=e.code)
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":

@@ -152,11 +152,11 @@ changes:
   sample: ["edit real server 198.51.100.101:8080 of TCP 198.51.100.10:80"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    DEST_FIELDS, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_KEY_SPEC, InvalidInput, dest_id, desired_dest,
+    run_module, DEST_FIELDS, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_KEY_SPEC, InvalidInput, dest_id, desired_dest,
     plan_dest, service_key,
 )
 
@@ -200,15 +200,7 @@ def run(module):
 
 
 def main():
-    module = build_module()
-    if not _ipvs.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
-    try:
-        module.exit_json(**run(module))
-    except InvalidInput as e:
-        module.fail_json(msg=str(e))
-    except _ipvs.IPVSError as e:
-        module.fail_json(msg=str(e), errno=e.code)
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":

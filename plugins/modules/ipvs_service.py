@@ -236,11 +236,11 @@ changes:
   sample: ["add service TCP 198.51.100.10:80", "add real server 198.51.100.101:8080"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_SPEC, InvalidInput, config_view, desired_dests,
+    run_module, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_SPEC, InvalidInput, config_view, desired_dests,
     desired_service, plan_service, service_key,
 )
 
@@ -278,15 +278,7 @@ def run(module):
 
 
 def main():
-    module = build_module()
-    if not _ipvs.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
-    try:
-        module.exit_json(**run(module))
-    except InvalidInput as e:
-        module.fail_json(msg=str(e))
-    except _ipvs.IPVSError as e:
-        module.fail_json(msg=str(e), errno=e.code)
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,10 @@ timeouts:
   sample: {tcp: 600, tcp_fin: 60, udp: 120}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import run_module
 
 NAMES = ("tcp", "tcp_fin", "udp")
 # The kernel stores timeouts in jiffies and refuses values whose jiffies overflow an int.
@@ -92,13 +93,7 @@ def run(module):
 
 
 def main():
-    module = build_module()
-    if not _ipvs.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
-    try:
-        module.exit_json(**run(module))
-    except _ipvs.IPVSError as e:
-        module.fail_json(msg=str(e), errno=e.code)
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":
