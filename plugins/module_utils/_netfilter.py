@@ -8,7 +8,6 @@ listing can be compared rule by rule. Changes go in as one transaction after a d
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shutil
 import subprocess
@@ -381,13 +380,3 @@ class Iptables(object):
 
 def backend(name):
     return Nftables() if name == "nftables" else Iptables()
-
-
-def write_unit(unit_path, wants_dir, description, command):
-    text = ("# Managed by lvs.nat.nat_rules: edits here are overwritten.\n[Unit]\nDescription=%s\n"
-            "DefaultDependencies=no\nBefore=network-pre.target\nWants=network-pre.target\n"
-            "# Firewall loaders that flush everything run first, so they do not remove these rules.\n"
-            "After=nftables.service netfilter-persistent.service iptables.service\n"
-            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=%s\n"
-            "[Install]\nWantedBy=multi-user.target\n") % (description, command)
-    return text, os.path.join(wants_dir, os.path.basename(unit_path))

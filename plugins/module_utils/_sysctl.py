@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 
 PROC_SYS = "/proc/sys"
 FORWARDING_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
@@ -95,42 +94,3 @@ def apply_runtime(wanted, root=PROC_SYS):
                 pass
         raise
     return [k for k, _ in done]
-
-
-def atomic_write(path, text, mode=0o644):
-    """Replace path with text in one rename; return True when the content changed."""
-    try:
-        with open(path) as fh:
-            if fh.read() == text:
-                return False
-    except (IOError, OSError):
-        pass
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".lvs-nat.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
-
-
-def read_file(path):
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except (IOError, OSError):
-        return None
-
-
-def remove_file(path):
-    if os.path.exists(path):
-        os.unlink(path)
-        return True
-    return False

@@ -240,7 +240,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    run_module, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_SPEC, InvalidInput, config_view, desired_dests,
+    run_module, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_SPEC, config_view, desired_dests,
     desired_service, plan_service, service_key,
 )
 

@@ -202,12 +202,10 @@ ruleset:
     postrouting: ['ip saddr 198.51.100.64/26 oifname "eth0" masquerade']
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _netfilter as nf
-from ansible_collections.lvs.nat.plugins.module_utils._sysctl import atomic_write, read_file, remove_file
+from ansible_collections.lvs.nat.plugins.module_utils import _persist
 
 RULE_SPEC = dict(
     type=dict(type="str", required=True, choices=list(nf.RULE_TYPES)),
@@ -267,29 +265,18 @@ def run(module):
     if runtime_changed and present and not module.check_mode:
         after = b.current()
 
-    wants_dir = os.path.join(os.path.dirname(p["unit_path"]), "multi-user.target.wants")
-    unit_text, link = nf.write_unit(p["unit_path"], wants_dir, "lvs.nat netfilter rules (%s)" % b.name,
-                                    b.boot_command(p["path"]))
-    files_before = dict(rules=read_file(p["path"]), unit=read_file(p["unit_path"]), enabled=os.path.islink(link))
+    # After the distribution's firewall loaders: they may flush everything, these rules included.
+    unit_text = _persist.unit_text("nat_rules", "lvs.nat netfilter rules (%s)" % b.name, b.boot_command(p["path"]),
+                                   ["nftables.service", "netfilter-persistent.service", "iptables.service"])
+    files_before = dict(rules=_persist.read_file(p["path"]), **_persist.unit_state(p["unit_path"]))
     files_after = dict(files_before)
     if p["persistent"] or not present:
         files_after = dict(rules=b.boot_text(rules), unit=unit_text, enabled=True) if present else \
             dict(rules=None, unit=None, enabled=False)
     files_changed = files_after != files_before
     if files_changed and not module.check_mode:
-        if present:
-            atomic_write(p["path"], files_after["rules"], 0o600)
-            atomic_write(p["unit_path"], files_after["unit"])
-            if not os.path.islink(link):
-                if not os.path.isdir(wants_dir):
-                    os.makedirs(wants_dir, 0o755)
-                os.symlink(p["unit_path"], link)
-        else:
-            for path in (link, p["unit_path"], p["path"]):
-                if os.path.islink(path) or os.path.exists(path):
-                    remove_file(path)
-        if os.path.isdir("/run/systemd/system") and files_before["unit"] != files_after["unit"]:
-            module.run_command(["systemctl", "daemon-reload"], check_rc=True)
+        _persist.sync({p["path"]: (files_after["rules"], 0o600)})
+        _persist.sync_unit(module, p["unit_path"], files_after["unit"])
 
     result = dict(changed=runtime_changed or files_changed, backend=b.name, ruleset=_keyed(after))
     if module._diff:

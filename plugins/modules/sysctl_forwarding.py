@@ -116,7 +116,7 @@ changed_keys:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _sysctl
+from ansible_collections.lvs.nat.plugins.module_utils import _persist, _sysctl
 from ansible_collections.lvs.nat.plugins.module_utils._kmod import KernelError, modprobe
 
 HEADER = "# Managed by lvs.nat.sysctl_forwarding: edits here are overwritten.\n"
@@ -176,16 +176,13 @@ def run(module):
             after = dict((k, _sysctl.read(k)) for k in wanted)
         else:
             after = dict(wanted)
-    files_before = dict(sysctl=_sysctl.read_file(p["path"]), modules_load=_sysctl.read_file(p["modules_load_path"]))
+    files_before = dict(sysctl=_persist.read_file(p["path"]), modules_load=_persist.read_file(p["modules_load_path"]))
     files_after = dict(files_before)
     if p["persistent"]:
         files_after["sysctl"], files_after["modules_load"] = file_texts(wanted)
         if not module.check_mode:
-            for name, path in (("sysctl", p["path"]), ("modules_load", p["modules_load_path"])):
-                if files_after[name] is None:
-                    _sysctl.remove_file(path)
-                else:
-                    _sysctl.atomic_write(path, files_after[name])
+            _persist.sync({p["path"]: (files_after["sysctl"], 0o644),
+                           p["modules_load_path"]: (files_after["modules_load"], 0o644)})
     changed = bool(changed_keys) or files_after != files_before
     result = dict(changed=changed, settings=after or dict(wanted), changed_keys=changed_keys)
     if module._diff:

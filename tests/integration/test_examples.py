@@ -8,13 +8,15 @@ import sys
 
 import pytest
 import yaml
-from test_targets import HERE, run_playbook
+from test_targets import run_playbook
 
-MODULES = ["ipvs_service", "ipvs_real_server", "ipvs_timeouts", "ipvs_info", "sysctl_forwarding", "nat_rules"]
+MODULES = ["ipvs_service", "ipvs_real_server", "ipvs_timeouts", "ipvs_info", "ipvs_save", "sysctl_forwarding",
+           "nat_rules"]
 # What the examples assume exists: the services ipvs_real_server's examples name.
 SETUP = "ipvsadm -C && ipvsadm -A -t 198.51.100.10:80 -s wlc && ipvsadm -A -f 1 -s wlc"
 RESET = [
     {"name": "Reset IPVS", "ansible.builtin.shell": "ipvsadm -C && ipvsadm --set 900 120 300", "changed_when": False},
+    {"name": "Reset the saved IPVS state", "lvs.nat.ipvs_save": {"state": "absent"}},
     {"name": "Reset nftables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "nftables"}},
     {"name": "Reset iptables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "iptables"}},
     {"name": "Reset sysctl files", "lvs.nat.sysctl_forwarding": {"runtime": False}},

@@ -6,7 +6,6 @@ namespaces joined by a veth pair in 198.51.100.128/29, clear of every lab segmen
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
