@@ -69,9 +69,15 @@ def sync_unit(module, unit_path, text):
         module.run_command(["systemctl", "daemon-reload"], check_rc=True)
 
 
-def unit_text(module_name, description, command, after):
-    """A oneshot boot unit that runs command before the network comes up, after the units in `after`."""
-    return ("# Managed by lvs.nat.%s: edits here are overwritten.\n[Unit]\nDescription=%s\n"
-            "DefaultDependencies=no\nBefore=network-pre.target\nWants=network-pre.target\nAfter=%s\n"
+def unit_text(module_name, description, command, after, before=("network-pre.target",), wants=("network-pre.target",)):
+    """A oneshot boot unit running command after the units in `after` and before those in `before`.
+
+    Units ordered before network-pre.target run early, without systemd's default dependencies.
+    """
+    early = "network-pre.target" in before
+    return ("# Managed by lvs.nat.%s: edits here are overwritten.\n[Unit]\nDescription=%s\n%s"
+            "Before=%s\nWants=%s\nAfter=%s\n"
             "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=%s\n"
-            "[Install]\nWantedBy=multi-user.target\n") % (module_name, description, " ".join(after), command)
+            "[Install]\nWantedBy=multi-user.target\n") % (
+        module_name, description, "DefaultDependencies=no\n" if early else "", " ".join(before), " ".join(wants),
+        " ".join(after), command)
