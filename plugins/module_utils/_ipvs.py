@@ -55,6 +55,8 @@ SCHED_FLAGS = {
     "sh": {"sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2},
     "mh": {"mh-fallback": SVC_F_SCHED1, "mh-port": SVC_F_SCHED2},
 }
+# What the kernel holds before anyone sets them, and after ip_vs is loaded (ipvsadm --set).
+KERNEL_TIMEOUTS = {"tcp": 900, "tcp_fin": 120, "udp": 300}
 STAT_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes", "cps", "inpps", "outpps", "inbps", "outbps")
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3

@@ -283,12 +283,8 @@ class Nftables(object):
     def jumps_missing(self):
         return False  # base chains hook in by themselves
 
-    def text(self, rules):
-        return nft_text(rules)
-
     def replace(self, rules, check_only):
-        # "table {}" creates it when missing so that "delete table" cannot fail: one atomic transaction.
-        data = "table %s {}\ndelete table %s\n%s" % (NFT_TABLE, NFT_TABLE, nft_text(rules))
+        data = self.boot_text(rules)
         self._nft(["-c", "-f", "-"], data)
         if not check_only:
             self._nft(["-f", "-"], data)
@@ -305,6 +301,7 @@ class Nftables(object):
         return "/usr/sbin/nft -f %s" % path
 
     def boot_text(self, rules):
+        # "table {}" creates it when missing so that "delete table" cannot fail: one atomic transaction.
         return "table %s {}\ndelete table %s\n%s" % (NFT_TABLE, NFT_TABLE, nft_text(rules))
 
 
@@ -343,9 +340,6 @@ class Iptables(object):
             out.append("COMMIT")
         return "\n".join(out) + "\n"
 
-    def text(self, rules):
-        return self._restore_text(rules, lambda *a: True)
-
     def _has_jump(self, table, builtin, chain):
         return _run(["iptables", "-w", "-t", table, "-C", builtin, "-j", chain])[0] == 0
 
@@ -375,7 +369,8 @@ class Iptables(object):
         return "/usr/sbin/iptables-restore -w --noflush %s" % path
 
     def boot_text(self, rules):
-        return self.text(rules)
+        # At boot the built-in chains have no jumps to ours yet.
+        return self._restore_text(rules, lambda *a: True)
 
 
 def backend(name):

@@ -56,6 +56,11 @@ def module_for(key):
     return None
 
 
+def modules_for(keys):
+    """The kernel modules that the keys need loaded, sorted."""
+    return sorted(set(m for m in map(module_for, keys) if m))
+
+
 def read(key, root=PROC_SYS):
     """The kernel's value, normalised; None where the key does not exist."""
     try:

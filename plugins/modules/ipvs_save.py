@@ -123,7 +123,7 @@ def run(module):
     if p["state"] == "present":
         with _ipvs.Session(["ip_vs"]) as kernel:
             if kernel.ipvs is None:  # ip_vs not loaded: an empty table and the kernel's default timeouts
-                table, timeouts = [], dict(tcp=900, tcp_fin=120, udp=300)
+                table, timeouts = [], dict(_ipvs.KERNEL_TIMEOUTS)
             else:
                 table, timeouts = kernel.ipvs.table(), kernel.ipvs.timeouts()
         lines = render(table, timeouts)

@@ -79,7 +79,7 @@ def run(module):
             module.fail_json(msg="%s=%s is out of range: it must be between 1 and %d seconds" % (name, value, MAX_SECONDS))
     with _ipvs.Session(["ip_vs"]) as kernel:
         # Where ip_vs is not loaded yet, loading it brings the kernel's defaults.
-        before = kernel.ipvs.timeouts() if kernel.ipvs else dict(tcp=900, tcp_fin=120, udp=300)
+        before = kernel.ipvs.timeouts() if kernel.ipvs else dict(_ipvs.KERNEL_TIMEOUTS)
         after = dict(before, **wanted)
         changed = after != before
         if changed and not module.check_mode:

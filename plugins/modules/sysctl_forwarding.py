@@ -150,8 +150,7 @@ def wanted_values(p):
     return wanted
 
 
-def file_texts(wanted):
-    modules = sorted(set(m for m in map(_sysctl.module_for, wanted) if m))
+def file_texts(wanted, modules):
     sysctl = HEADER + "".join("%s = %s\n" % kv for kv in wanted.items()) if wanted else None
     load = "# Managed by lvs.nat.sysctl_forwarding: modules whose keys are set in the sysctl file.\n" + \
         "".join(m + "\n" for m in modules) if modules else None
@@ -161,7 +160,7 @@ def file_texts(wanted):
 def run(module):
     p = module.params
     wanted = wanted_values(p)
-    needed = sorted(set(m for m in map(_sysctl.module_for, wanted) if m))
+    needed = _sysctl.modules_for(wanted)
     before, after, changed_keys = {}, {}, []
     if p["runtime"] and wanted:
         if needed:
@@ -179,7 +178,7 @@ def run(module):
     files_before = dict(sysctl=_persist.read_file(p["path"]), modules_load=_persist.read_file(p["modules_load_path"]))
     files_after = dict(files_before)
     if p["persistent"]:
-        files_after["sysctl"], files_after["modules_load"] = file_texts(wanted)
+        files_after["sysctl"], files_after["modules_load"] = file_texts(wanted, needed)
         if not module.check_mode:
             _persist.sync({p["path"]: (files_after["sysctl"], 0o644),
                            p["modules_load_path"]: (files_after["modules_load"], 0o644)})
