@@ -83,10 +83,20 @@ def service_option(svc):
     return "%s %s" % (flag, _addr(svc["address"], svc["port"]))
 
 
+def _service_order(svc):
+    return (svc["family"], svc["fwmark"], svc["protocol"] or "", ipaddress.ip_address(svc["address"] or "0.0.0.0"),
+            svc["port"] or 0)
+
+
+def _dest_order(d):
+    return (ipaddress.ip_address(d["address"]), d["port"])
+
+
 def render(table, timeouts):
-    """ipvsadm-restore lines for the whole state."""
+    """ipvsadm-restore lines for the whole state, sorted: the kernel lists services and real servers in an order
+    of its own (hash buckets, insertion), which changes when the saved file is restored at boot."""
     lines = ["--set %(tcp)d %(tcp_fin)d %(udp)d" % timeouts]
-    for svc in table:
+    for svc in sorted(table, key=_service_order):
         key = service_option(svc)
         line = "-A %s -s %s" % (key, svc["scheduler"])
         if svc["scheduler_flags"]:
@@ -98,7 +108,7 @@ def render(table, timeouts):
         if svc["one_packet"]:
             line += " -o"
         lines.append(line)
-        for d in svc["real_servers"]:
+        for d in sorted(svc["real_servers"], key=_dest_order):
             lines.append("-a %s -r %s %s -w %d -x %d -y %d" % (
                 key, _addr(d["address"], d["port"]), FWD_FLAGS[d["forwarding"]], d["weight"],
                 d["upper_threshold"], d["lower_threshold"]))

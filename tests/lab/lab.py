@@ -164,6 +164,12 @@ def containers():
     return hosts
 
 
+def stable_mac(segment: int, ip: str) -> str:
+    """A fixed, locally administered MAC per host and segment: a restarted container keeps its NICs' addresses,
+    as a rebooted machine does, so no neighbour (the host, the director) holds a stale entry for it."""
+    return f"02:4c:56:{segment:02x}:00:{int(ip.split('/')[0].rsplit('.', 1)[1]):02x}"
+
+
 def realserver_ip(rs: str) -> str:
     return containers()[rs][3].split("/")[0]
 
@@ -418,16 +424,28 @@ def remove_forward_rules() -> None:
 
 
 def plumb_container(host: str) -> None:
-    """Give a running container its lab NIC: a veth whose host end sits on a lab bridge."""
+    """Plug a container's lab cable: a veth whose host end sits on a lab bridge, eth1 inside.
+
+    Called between `podman init` and `podman start`, so eth1 and its address exist before the container's
+    systemd starts, as a real host's NIC does at power-on."""
     cname, _, bridge, addr = containers()[host]
     pid = podman("inspect", "-f", "{{.State.Pid}}", cname).stdout.strip()
     hostend = f"{NAME}-{host}"[:15]
     run(["ip", "link", "del", hostend], check=False)
-    run(["ip", "link", "add", hostend, "type", "veth", "peer", "name", "eth1", "netns", pid])
+    run(["ip", "link", "add", hostend, "type", "veth", "peer", "name", "eth1", "address", stable_mac(2, addr),
+         "netns", pid])
     run(["ip", "link", "set", hostend, "master", bridge, "up"])
     nsenter = ["nsenter", "-t", pid, "-n"]
     run([*nsenter, "ip", "addr", "add", addr, "dev", "eth1"])
     run([*nsenter, "ip", "link", "set", "eth1", "up"])
+
+
+def power_on(host: str) -> None:
+    """Create the container's namespaces, plug its lab cable, then start its systemd."""
+    cname = containers()[host][0]
+    podman("init", cname)
+    plumb_container(host)
+    podman("start", cname)
 
 
 # ---------------------------------------------------------------- containers
@@ -438,17 +456,20 @@ def start_containers(image: str) -> None:
     for host, (cname, mgmt_ip, _, _) in containers().items():
         podman("rm", "-f", "-t", "0", cname, check=False)
         # NET_ADMIN: real servers change their own routes and firewall, as on real hosts.
-        podman("run", "-d", "--name", cname, "--hostname", host, "--label", LABEL,
-               "--network", MGMT_NET, "--ip", mgmt_ip, "--systemd", "always",
+        podman("create", "--name", cname, "--hostname", host, "--label", LABEL,
+               "--network", MGMT_NET, "--ip", mgmt_ip, "--mac-address", stable_mac(1, mgmt_ip), "--systemd", "always",
                "--cap-add", "NET_ADMIN,NET_RAW", image)
-        plumb_container(host)
+        power_on(host)
 
 
 def restart_container(host: str) -> None:
-    """Reboot a container host: its systemd starts anew; the lab cable (veth) is plugged back in."""
-    cname = containers()[host][0]
-    podman("restart", "-t", "10", cname)
-    plumb_container(host)
+    """Reboot a container host: systemd stops, the container's network namespace goes, and it boots anew with
+    its lab NIC present from the start; nothing of the old kernel state (routes, rules) survives."""
+    if host not in containers():
+        raise LabError(f"unknown lab host {host!r}; lab hosts: director, {', '.join(containers())}")
+    with step(f"rebooting container {host}"):
+        podman("stop", "-t", "10", containers()[host][0])
+        power_on(host)
 
 
 # ---------------------------------------------------------------- director guest
@@ -623,44 +644,75 @@ def exec_on(host: str, command: str, check=True, timeout=120):
 
 # ---------------------------------------------------------------- inventory
 
-def write_inventory(accel: str) -> Path:
-    key = ssh_key()
+# The cluster the lab declares for the roles: wrr 3:1 on port 80 (rs1 weighs 3), rr on 8080 mapped to port 80.
+LAB_SERVICES = [
+    {"protocol": "tcp", "port": 80, "scheduler": "wrr"},
+    {"protocol": "tcp", "port": 8080, "scheduler": "rr", "real_server_port": 80},
+]
+
+
+def inventory_data(accel: str) -> dict:
+    """The lab as an Ansible YAML inventory: connection details, lab facts and the roles' variables."""
     common = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-    lines = [
-        "# Written by tests/lab/lab.py up: the lvs.nat lab. Usable directly with ansible-playbook -i.",
-        "all:",
-        "  vars:",
-        "    ansible_user: root",
-        f"    ansible_ssh_private_key_file: {key}",
-        f'    ansible_ssh_common_args: "{common}"',
-        "    ansible_python_interpreter: /usr/bin/python3",
-        f"    lab_accel: {accel}",
-        f"    lab_vip: {VIP}",
-        f"    lab_dip: {DIP}",
-        f"    lab_public_net: {PUBLIC}",
-        f"    lab_private_net: {PRIVATE}",
-        "  children:",
-        "    director:",
-        "      hosts:",
-        "        director1:",
-        "          ansible_host: 127.0.0.1",
-        f"          ansible_port: {SSH_PORT}",
-        "          lab_public_iface: eth1",
-        f"          lab_public_ip: {VIP}",
-        "          lab_private_iface: eth2",
-        f"          lab_private_ip: {DIP}",
-        "    realservers:",
-        "      hosts:",
-    ]
-    for rs in realserver_names():
+    realservers = {}
+    for i, rs in enumerate(realserver_names(), start=1):
         _, mgmt_ip, _, addr = containers()[rs]
-        lines += [f"        {rs}:", f"          ansible_host: {mgmt_ip}", "          lab_private_iface: eth1",
-                  f"          lab_private_ip: {addr.split('/')[0]}"]
-    _, mgmt_ip, _, addr = containers()["client"]
-    lines += ["    clients:", "      hosts:", "        client:", f"          ansible_host: {mgmt_ip}",
-              "          lab_public_iface: eth1", f"          lab_public_ip: {addr.split('/')[0]}"]
-    INVENTORY.write_text("\n".join(lines) + "\n")
+        ip = addr.split("/")[0]
+        realservers[rs] = {"ansible_host": mgmt_ip, "lab_private_iface": "eth1", "lab_private_ip": ip,
+                           "realserver_rip": ip, "realserver_weight": 3 if i == 1 else 1}
+    _, client_mgmt, _, client_addr = containers()["client"]
+    return {"all": {
+        "vars": {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(ssh_key()),
+            "ansible_ssh_common_args": common,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "lab_accel": accel, "lab_vip": VIP, "lab_dip": DIP,
+            "lab_public_net": str(PUBLIC), "lab_private_net": str(PRIVATE),
+        },
+        "children": {
+            "director": {
+                "hosts": {"director1": {
+                    "ansible_host": "127.0.0.1", "ansible_port": SSH_PORT,
+                    "lab_public_iface": "eth1", "lab_public_ip": VIP,
+                    "lab_private_iface": "eth2", "lab_private_ip": DIP,
+                }},
+                "vars": {
+                    "director_vip": VIP,
+                    "director_private_network": str(PRIVATE),
+                    # The guest's user-mode NIC: the real servers' own traffic (package installs) leaves there.
+                    "director_outbound_interface": "eth0",
+                    "director_services": LAB_SERVICES,
+                },
+            },
+            "realservers": {"hosts": realservers, "vars": {"realserver_gateway": DIP}},
+            "clients": {"hosts": {"client": {
+                "ansible_host": client_mgmt, "lab_public_iface": "eth1",
+                "lab_public_ip": client_addr.split("/")[0],
+            }}},
+        },
+    }}
+
+
+def write_inventory(accel: str) -> Path:
+    # JSON is YAML: ansible-playbook -i reads this file as it is, and inventory.py reads it without PyYAML.
+    INVENTORY.write_text("# Written by tests/lab/lab.py up: the lvs.nat lab. Usable directly with ansible-playbook -i.\n"
+                         + json.dumps(inventory_data(accel), indent=2) + "\n")
     return INVENTORY
+
+
+def script_inventory() -> dict:
+    """The running lab's inventory in Ansible's script-inventory form (empty when the lab is down)."""
+    out = {"_meta": {"hostvars": {}}}
+    if not INVENTORY.exists():
+        return out
+    text = INVENTORY.read_text()
+    data = json.loads(text[text.index("{"):])["all"]
+    out["all"] = {"vars": data["vars"], "children": list(data["children"])}
+    for group, body in data["children"].items():
+        out[group] = {"hosts": list(body["hosts"]), "vars": body.get("vars", {})}
+        out["_meta"]["hostvars"].update(body["hosts"])
+    return out
 
 
 # ---------------------------------------------------------------- verbs

@@ -1,11 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The data path by hand, before any module: ipvsadm, sysctl and ip route on the lab hosts.
 
-Used by the lab smoke test and by the README's demo command. Every step can be repeated.
+Used by the lab smoke test. Every step can be repeated.
 """
 from __future__ import annotations
 
-import collections
 
 import lab
 
@@ -52,12 +51,3 @@ def teardown() -> None:
     for rs in lab.realserver_names():
         lab.exec_on(rs, f"systemctl stop {WEB_UNIT} 2>/dev/null; "
                         f"ip route replace default via {lab.MGMT_GATEWAY} dev eth0; rm -rf /srv/smoke; true")
-
-
-def demo(count: int = 12) -> None:
-    setup()
-    answers = requests_from_client(count)
-    print(f"\n{count} requests from the client ({lab.CLIENT_IP}) to the VIP http://{vservice()}/:")
-    for who, n in sorted(collections.Counter(answers).items()):
-        print(f"  answered by {who}: {n}")
-    print("\nIPVS table on the director (ipvsadm -Ln --stats):\n" + ipvs_table())

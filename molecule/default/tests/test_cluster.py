@@ -1,0 +1,218 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The converged lab cluster, checked from the outside: requests from the client, the director's kernel,
+the real servers' routes; a check-mode run, reboots with no play, and a drain through the role's variables.
+
+Run by `molecule verify` (testinfra, hosts from the lab inventory); the lab itself is driven through lab.py."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+
+import lab  # noqa: E402
+
+REQUESTS = 200
+TOLERANCE = 0.10  # each real server's share within 10 % of its expected share
+
+
+@pytest.fixture(scope="module")
+def inventory(request):
+    return request.config.option.ansible_inventory
+
+
+@pytest.fixture(scope="module")
+def hostvars(inventory):
+    out = subprocess.run([f"{sys.prefix}/bin/ansible-inventory", "-i", inventory, "--list"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["_meta"]["hostvars"]
+
+
+def host(inventory, name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
+
+
+@pytest.fixture(scope="module")
+def client(inventory):
+    return host(inventory, "client")
+
+
+@pytest.fixture(scope="module")
+def director(inventory):
+    return host(inventory, "director1")
+
+
+def services():
+    return {svc["port"]: svc for svc in lab.LAB_SERVICES}
+
+
+def ask(client, port, count=REQUESTS):
+    """`count` requests from the client to the VIP, a new connection each; how many each real server answered."""
+    out = client.check_output(f"for i in $(seq {count}); do curl -s -m 5 http://{lab.VIP}:{port}/ || echo; "
+                              f"echo; done")
+    answers = [line.removeprefix("lvs.nat real server ").strip() for line in out.split("\n") if line.strip()]
+    counts = collections.Counter(answers)
+    print(f"VIP:{port} {services()[port]['scheduler']}: {dict(sorted(counts.items()))} of {count}")
+    return counts
+
+
+def expected_shares(hostvars, scheduler, drained=()):
+    rs = [h for h in lab.realserver_names() if h not in drained]
+    weights = {h: (hostvars[h].get("realserver_weight", 1) if scheduler == "wrr" else 1) for h in rs}
+    total = sum(weights.values())
+    return {h: w / total for h, w in weights.items()}
+
+
+def assert_split(counts, shares, count=REQUESTS):
+    assert sum(counts.values()) == count, f"some requests failed or were answered by something else: {counts}"
+    assert set(counts) == set(shares), f"answered by {set(counts)}, expected {set(shares)}"
+    for h, share in shares.items():
+        assert abs(counts[h] - share * count) <= TOLERANCE * share * count, (h, counts[h], share * count)
+
+
+def test_wrr_split_follows_the_weights(client, hostvars):
+    port = next(p for p, s in services().items() if s["scheduler"] == "wrr")
+    assert_split(ask(client, port), expected_shares(hostvars, "wrr"))
+
+
+def test_rr_split_is_even_and_port_mapped(client, hostvars):
+    port = next(p for p, s in services().items() if s["scheduler"] == "rr")
+    assert services()[port]["real_server_port"] != port
+    assert_split(ask(client, port), expected_shares(hostvars, "rr"))
+
+
+def test_director_kernel_holds_the_declared_table(director, hostvars):
+    table = director.check_output("ipvsadm -Sn")
+    for port, svc in services().items():
+        assert f"-A -t {lab.VIP}:{port} -s {svc['scheduler']}" in table
+        for rs in lab.realserver_names():
+            weight = hostvars[rs].get("realserver_weight", 1)
+            rport = svc.get("real_server_port", port)
+            assert f"-a -t {lab.VIP}:{port} -r {lab.realserver_ip(rs)}:{rport} -m -w {weight}" in table
+    assert director.sysctl("net.ipv4.ip_forward") == 1
+
+
+def playbook(inventory, *args, expect_rc=0):
+    proc = subprocess.run([f"{sys.prefix}/bin/ansible-playbook", "lvs.nat.site", "-i", inventory, *args],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == expect_rc, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def recap(stdout):
+    """host -> the counters of the PLAY RECAP."""
+    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
+
+
+def test_check_mode_on_the_converged_cluster_changes_nothing(inventory):
+    counts = recap(playbook(inventory, "--check", "--diff"))
+    assert set(counts) == {"director1", *lab.realserver_names()}
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"director_services": [{"protocol": "tcp", "scheduler": "rr"}]}, "every service needs a port or a fwmark"),
+    ({"director_services": [{"protocol": "icmp", "port": 80}]}, "value of protocol must be one of: tcp, udp, sctp, got: icmp"),
+    ({"director_vip": ""}, "director_vip and at least one director_services entry are required"),
+    ({"realserver_web": "lighttpd"}, "value of realserver_web must be one of: apache, nginx, none, got: lighttpd"),
+    ({"realserver_route_mode": "routes"}, "route_mode routes needs realserver_client_networks"),
+])
+def test_bad_role_variables_fail_before_any_change(inventory, director, bad, message):
+    """Wrong variables fail in the role's argument check or preflight, naming the problem; nothing changes."""
+    rs = host(inventory, lab.realserver_names()[0])
+    before = (director.check_output("ipvsadm -Sn; nft list ruleset; sysctl net.ipv4"), rs.check_output("ip route"))
+    out = playbook(inventory, "-e", json.dumps(bad), expect_rc=2)
+    assert message in out
+    # The preflight play stopped the run: no host reached its role's changes.
+    assert "PLAY [LVS-NAT director]" not in out and "PLAY [LVS-NAT real servers]" not in out
+    assert (director.check_output("ipvsadm -Sn; nft list ruleset; sysctl net.ipv4"), rs.check_output("ip route")) == before
+
+
+def kernel_state(director, rs):
+    """What must come back after a reboot, as text."""
+    return {
+        "ipvs": director.check_output("ipvsadm -Sn"),
+        "timeouts": director.check_output("ipvsadm -Ln --timeout"),
+        "forwarding": director.sysctl("net.ipv4.ip_forward"),
+        "nat": director.check_output("nft list table inet lvs_nat"),
+        "route": rs.check_output("ip route show default"),
+        "web": rs.service("apache2").is_running,
+    }
+
+
+def test_reboot_director_and_one_realserver_with_no_play(inventory, client, director, hostvars):
+    rs_name = lab.realserver_names()[-1]
+    rs = host(inventory, rs_name)
+    before = kernel_state(director, rs)
+    assert before["route"].startswith(f"default via {lab.DIP} dev eth1"), before["route"]
+    # The director's kernel boots anew; the container's systemd is a new process (its kernel is the host's).
+    boot_ids = (director.check_output("cat /proc/sys/kernel/random/boot_id"), rs.check_output("stat -c %Z /proc/1"))
+    lab.reboot_director()
+    lab.restart_container(rs_name)
+    director, rs = host(inventory, "director1"), host(inventory, rs_name)
+    assert director.check_output("cat /proc/sys/kernel/random/boot_id") != boot_ids[0]
+    assert rs.check_output("stat -c %Z /proc/1") != boot_ids[1]
+    # Boot finished with no failed unit on the director; the real server's web server and route are back.
+    assert director.run("systemctl is-system-running --wait").stdout.strip() == "running"
+    wait_until(lambda: rs.service("apache2").is_running and rs.check_output("ip route show default") == before["route"])
+    after = kernel_state(director, rs)
+    assert after == before
+    port = next(p for p, s in services().items() if s["scheduler"] == "wrr")
+    assert_split(ask(client, port), expected_shares(hostvars, "wrr"))
+
+
+def wait_until(predicate, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the host did not settle after its reboot"
+        time.sleep(2)
+
+
+def conns(director):
+    """(port, real server address) -> the kernel's connection counter."""
+    out = director.check_output("ipvsadm -Ln --stats --exact")
+    result, port = {}, None
+    for line in out.splitlines():
+        if m := re.match(r"TCP\s+\S+:(\d+)", line):
+            port = int(m.group(1))
+        elif m := re.match(r"\s+->\s+([\d.]+):\d+\s+(\d+)", line):
+            result[(port, m.group(1))] = int(m.group(2))
+    return result
+
+
+def test_drain_a_stopped_real_server_through_the_roles_variables(inventory, client, director, hostvars, tmp_path):
+    rs_name = lab.realserver_names()[-1]
+    rs, rip = host(inventory, rs_name), lab.realserver_ip(rs_name)
+    drain = tmp_path / "drain.yml"
+    drain.write_text(json.dumps({"all": {"children": {"realservers": {"hosts": {rs_name: {"realserver_weight": 0}}}}}}))
+    rs.check_output("systemctl stop apache2")
+    try:
+        counts = recap(playbook(inventory, "-i", str(drain), "--limit", "director"))
+        assert counts["director1"]["changed"] > 0
+        for port, svc in services().items():
+            rport = svc.get("real_server_port", port)
+            assert f"-r {rip}:{rport} -m -w 0" in director.check_output("ipvsadm -Sn")
+        time.sleep(3)  # the kernel's per-destination counters are summed by a 2 s estimator
+        before = conns(director)
+        for port, svc in services().items():
+            assert_split(ask(client, port, 100), expected_shares(hostvars, svc["scheduler"], drained={rs_name}), 100)
+        time.sleep(3)
+        after = conns(director)
+        for port in services():
+            assert after[(port, rip)] == before[(port, rip)], f"new connections reached the drained {rs_name}"
+    finally:
+        # Back to the declared cluster: weights from the inventory, the web server started by the role.
+        playbook(inventory)
+    assert_split(ask(client, 80), expected_shares(hostvars, "wrr"))
