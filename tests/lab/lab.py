@@ -683,6 +683,8 @@ def inventory_data(accel: str) -> dict:
                     # The guest's user-mode NIC: the real servers' own traffic (package installs) leaves there.
                     "director_outbound_interface": "eth0",
                     "director_services": LAB_SERVICES,
+                    # Not the kernel's defaults (900 120 300), so that a reboot test sees them restored.
+                    "director_timeouts": {"tcp": 600, "tcp_fin": 60, "udp": 120},
                 },
             },
             "realservers": {"hosts": realservers, "vars": {"realserver_gateway": DIP}},
