@@ -302,7 +302,7 @@ class IPVS(object):
             self._genl.bind("IPVS", genlmsg)
         except NetlinkError as e:
             self._genl.close()
-            raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e, e.code)
+            raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e, e.code) from e
         self.family = self._genl.prid
         self._sock = self._genl.asyncore.socket
         self._seq = 1 << 20  # clear of the sequence numbers pyroute2 used to bind
@@ -327,7 +327,7 @@ class IPVS(object):
             data = self._sock.recv(1 << 20)
             off = 0
             while off + 16 <= len(data):
-                n, kind, flags, seq, _ = struct.unpack_from("=IHHII", data, off)
+                n, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
                 yield seq, kind, flags, data[off + 16:off + n]
                 off += (n + 3) & ~3
 
@@ -336,7 +336,7 @@ class IPVS(object):
         seq, frame = self._frame(cmd, payload, NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK))
         self._sock.send(frame)
         out = []
-        for rseq, kind, flags, body in self._replies():
+        for rseq, kind, _flags, body in self._replies():
             if rseq != seq:
                 continue
             if kind == NLMSG_ERROR:
@@ -361,7 +361,7 @@ class IPVS(object):
         except NetlinkError as e:
             if e.code in (errno.ESRCH, errno.ENOENT):
                 return None
-            raise IPVSError("Failed to read service %s: %s (errno %d)" % (describe_service(svc), strerror(e.code), e.code), e.code)
+            raise IPVSError("Failed to read service %s: %s (errno %d)" % (describe_service(svc), strerror(e.code), e.code), e.code) from e
         return decode_service(parse_attrs(replies[0][CMD_ATTR_SERVICE])) if replies else None
 
     def dests(self, svc):
@@ -395,7 +395,7 @@ class IPVS(object):
         try:
             self._request(CMD_SET_CONFIG, payload)
         except NetlinkError as e:
-            raise IPVSError("Failed to set the IPVS timeouts: %s (errno %d)" % (strerror(e.code), e.code), e.code)
+            raise IPVSError("Failed to set the IPVS timeouts: %s (errno %d)" % (strerror(e.code), e.code), e.code) from e
 
     def apply(self, ops):
         """Apply (cmd, service, dest-or-None) operations in order, many per send.
@@ -417,7 +417,7 @@ class IPVS(object):
                 seqs[seq] = op
             self._sock.send(b"".join(frames))
             first_error = None
-            for seq, kind, _, body in self._replies():
+            for seq, kind, _flags, body in self._replies():
                 if kind != NLMSG_ERROR or seq not in seqs:
                     continue
                 op = seqs.pop(seq)

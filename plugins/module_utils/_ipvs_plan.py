@@ -15,10 +15,20 @@ import ipaddress
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs import HAS_PYROUTE2, IPVSError
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs import (
-    CMD_DEL_DEST, CMD_DEL_SERVICE, CMD_NEW_DEST, CMD_NEW_SERVICE, CMD_SET_DEST, CMD_SET_SERVICE,
-    PROTOCOLS, SCHED_FLAGS, SCHEDULERS, describe_dest, describe_service,
+    CMD_DEL_DEST,
+    CMD_DEL_SERVICE,
+    CMD_NEW_DEST,
+    CMD_NEW_SERVICE,
+    CMD_SET_DEST,
+    CMD_SET_SERVICE,
+    HAS_PYROUTE2,
+    PROTOCOLS,
+    SCHED_FLAGS,
+    SCHEDULERS,
+    IPVSError,
+    describe_dest,
+    describe_service,
 )
 
 MAX_U16, MAX_I32, MAX_U32 = 65535, 2 ** 31 - 1, 2 ** 32 - 1
@@ -72,7 +82,7 @@ def _ip(name, value):
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (name, value))
+        raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (name, value)) from None
 
 
 def service_key(params, where=""):

@@ -35,10 +35,10 @@ def modprobe(names, dry_run=False, run=subprocess.run):
         argv = ["modprobe"] + (["--dry-run"] if dry_run else []) + [name]
         try:
             proc = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                       env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                       env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, check=False)
         except OSError as e:
             raise KernelError("Failed to load kernel module %s: cannot run modprobe (%s); is kmod installed?" % (
-                name, e.strerror or e))
+                name, e.strerror or e)) from e
         if proc.returncode != 0:
             raise KernelError("Failed to load kernel module %s (%s: rc=%d): %s" % (
                 name, " ".join(argv), proc.returncode, (proc.stderr or proc.stdout).strip()))

@@ -54,7 +54,7 @@ def _net(where, name, value, host=False):
     try:
         net = ipaddress.ip_interface(value).network if not host else ipaddress.ip_address(value)
     except ValueError:
-        raise NetfilterError("%s: %s=%r is not an IPv4 %s" % (where, name, value, "address" if host else "address or network"))
+        raise NetfilterError("%s: %s=%r is not an IPv4 %s" % (where, name, value, "address" if host else "address or network")) from None
     if net.version != 4:
         raise NetfilterError("%s: %s=%s is IPv6; nat_rules manages IPv4 rules" % (where, name, value))
     if not host:
@@ -62,7 +62,7 @@ def _net(where, name, value, host=False):
             return str(ipaddress.ip_network(value))
         except ValueError:
             raise NetfilterError("%s: %s=%s has host bits set; write the network, %s" % (
-                where, name, value, ipaddress.ip_interface(value).network))
+                where, name, value, ipaddress.ip_interface(value).network)) from None
     return str(net)
 
 
@@ -166,7 +166,7 @@ def nft_rule(r, index):
 
 def nft_ruleset(rules):
     """chain -> rendered rules, and the sets rate limits need."""
-    chains = dict((c, []) for c, _ in NFT_CHAINS)
+    chains = dict((c, []) for c, _spec in NFT_CHAINS)
     sets = []
     for i, r in enumerate(rules):
         chains[place(r)[0]].append(nft_rule(r, i))
@@ -228,9 +228,9 @@ def ipt_rule(r, index):
 
 def ipt_ruleset(rules):
     """(table, chain) -> rendered rules, for every owned chain."""
-    out = dict(((table, chain), []) for table, chain, _ in IPT_JUMPS)
+    out = dict(((table, chain), []) for table, chain, _builtin in IPT_JUMPS)
     for i, r in enumerate(rules):
-        _, table, chain = place(r)
+        _nft_chain, table, chain = place(r)
         out[(table, chain)].append(ipt_rule(r, i))
     return out
 
@@ -239,7 +239,7 @@ def ipt_ruleset(rules):
 
 def _run(argv, data=None):
     proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                          env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -316,7 +316,7 @@ class Iptables(object):
             if rc != 0:
                 raise NetfilterError("iptables -t %s -S failed (rc=%d): %s" % (table, rc, err.strip()))
             lines = out.splitlines()
-            for t, chain, _ in IPT_JUMPS:
+            for t, chain, _builtin in IPT_JUMPS:
                 if t == table:
                     exists = exists or ("-N %s" % chain) in lines
                     chains[(table, chain)] = [line for line in lines if line.startswith("-A %s " % chain)]
@@ -331,11 +331,11 @@ class Iptables(object):
         for table in ("nat", "mangle", "filter"):
             owned = [(c, b) for t, c, b in IPT_JUMPS if t == table]
             out.append("*%s" % table)
-            out += [":%s - [0:0]" % c for c, _ in owned]  # with --noflush this flushes an existing owned chain
+            out += [":%s - [0:0]" % c for c, _builtin in owned]  # with --noflush this flushes an existing owned chain
             for c, b in owned:
                 if jumps(table, b, c):
                     out.append("-I %s 1 -j %s" % (b, c))
-            for c, _ in owned:
+            for c, _builtin in owned:
                 out += sets[(table, c)]
             out.append("COMMIT")
         return "\n".join(out) + "\n"

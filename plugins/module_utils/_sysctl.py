@@ -75,7 +75,7 @@ def write(key, value, root=PROC_SYS):
         with open(proc_path(key, root), "w") as fh:
             fh.write(value + "\n")
     except (IOError, OSError) as e:
-        raise SysctlError("Failed to set %s = %s: %s" % (key, value, e.strerror or e))
+        raise SysctlError("Failed to set %s = %s: %s" % (key, value, e.strerror or e)) from e
 
 
 def apply_runtime(wanted, root=PROC_SYS):
@@ -98,4 +98,4 @@ def apply_runtime(wanted, root=PROC_SYS):
             except SysctlError:
                 pass
         raise
-    return [k for k, _ in done]
+    return [k for k, _old in done]

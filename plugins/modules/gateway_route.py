@@ -14,7 +14,7 @@ description:
     route, or the routes to the client networks, at the director's internal address (DIP).
   - The running kernel (O(runtime)) and the boot configuration (O(persistent)) are separate choices. Persistence is a
     systemd unit this module owns (C(lvs-nat-route.service)), which works the same whatever manages the host's network.
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

@@ -14,7 +14,7 @@ description:
     (what C(ipvsadm -Ln --stats) and C(ipvsadm -Ln --rate) show), plus the global timeouts.
   - Read-only. Where the C(ip_vs) kernel module is not loaded, the kernel holds no table; the module then reports
     RV(ipvs_loaded=false) and loads nothing.
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lvs.nat.ipvs

@@ -15,7 +15,7 @@ description:
   - O(weight=0) drains the server (no new connections, existing ones go on); O(state=absent) removes it.
   - To manage all real servers of a service in one run, use the O(lvs.nat.ipvs_service#module:real_servers)
     option of M(lvs.nat.ipvs_service).
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lvs.nat.ipvs
@@ -156,8 +156,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    run_module, DEST_FIELDS, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_KEY_SPEC, InvalidInput, dest_id, desired_dest,
-    plan_dest, service_key,
+    DEST_FIELDS,
+    REAL_SERVER_SPEC,
+    SERVICE_KEY_RELATIONS,
+    SERVICE_KEY_SPEC,
+    InvalidInput,
+    desired_dest,
+    dest_id,
+    plan_dest,
+    run_module,
+    service_key,
 )
 
 

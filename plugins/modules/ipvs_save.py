@@ -14,7 +14,7 @@ description:
     form, with what C(ipvsadm -S) leaves out - real server thresholds (C(-x), C(-y)) and the timeouts (C(--set)).
   - Writes and enables a systemd unit (C(lvs-nat-ipvs.service)) that loads the file with C(ipvsadm-restore) at boot.
   - Run it after the tasks that change IPVS; the role C(lvs.nat.director) does.
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lvs.nat.ipvs
@@ -64,9 +64,8 @@ import ipaddress
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import run_module
-from ansible_collections.lvs.nat.plugins.module_utils import _persist
 
 HEADER = "# Managed by lvs.nat.ipvs_save: the kernel's IPVS state, for ipvsadm-restore at boot.\n"
 FWD_FLAGS = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}

@@ -16,7 +16,7 @@ description:
   - Options left out keep what the kernel holds; on creation they take the documented defaults. The kernel replaces a
     whole service entry on every edit, so the module always sends the complete entry.
   - Nothing that the task does not name is removed, unless O(purge_real_servers=true).
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lvs.nat.ipvs
@@ -240,8 +240,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    run_module, REAL_SERVER_SPEC, SERVICE_KEY_RELATIONS, SERVICE_SPEC, config_view, desired_dests,
-    desired_service, plan_service, service_key,
+    REAL_SERVER_SPEC,
+    SERVICE_KEY_RELATIONS,
+    SERVICE_SPEC,
+    config_view,
+    desired_dests,
+    desired_service,
+    plan_service,
+    run_module,
+    service_key,
 )
 
 

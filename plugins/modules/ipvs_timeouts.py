@@ -13,7 +13,7 @@ description:
   - Sets the kernel's IPVS timeouts for TCP sessions, TCP sessions after a FIN, and UDP packets (C(ipvsadm --set)).
   - A timeout left out stays as the kernel holds it. The kernel's defaults are 900, 120 and 300 seconds.
   - These timeouts are not saved by C(ipvsadm -S); the C(lvs.nat.director) role persists them.
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lvs.nat.ipvs

@@ -21,7 +21,7 @@ description:
   - Before and after are read from the kernel's own listing, rule by rule.
   - Persistence is a rules file and a systemd unit (C(lvs-nat-rules.service)) that loads it at boot, after
     the distribution's firewall loaders, which may flush everything.
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

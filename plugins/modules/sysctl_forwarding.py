@@ -24,7 +24,7 @@ description:
     C(/etc/sysctl.d/).
   - A key the kernel does not have fails before anything changes. If the kernel refuses a value, the keys already
     written in that run are set back.
-author: lvs.nat maintainers
+author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

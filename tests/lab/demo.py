@@ -19,7 +19,7 @@ def main() -> int:
     argv = [f"{sys.prefix}/bin/ansible-playbook", "lvs.nat.site", "-i", str(inventory)]
     print(f"\n== {' '.join(argv[1:])}", flush=True)
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"))
+                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"), check=False)
     print(proc.stdout, end="", flush=True)
     if proc.returncode != 0:
         print(f"demo: ansible-playbook failed (rc={proc.returncode})", file=sys.stderr)

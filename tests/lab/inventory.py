@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible script inventory of the running lab (what `lab.py up` wrote); molecule's scenarios link it."""
 import json

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The lvs.nat lab: a real IPVS kernel on one machine.
 
@@ -121,7 +120,7 @@ def run(argv, check=True, capture=True, input=None, env=None, timeout=None):
     full_env = dict(os.environ, LC_ALL="C", **(env or {}))
     proc = subprocess.run(
         [str(a) for a in argv], input=input, text=True, env=full_env, timeout=timeout,
-        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None, check=False,
     )
     if check and proc.returncode != 0:
         raise LabError(
@@ -255,7 +254,7 @@ def mmdebstrap(packages, target: Path, log: Path) -> None:
         proc = subprocess.run(
             ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages), "--aptopt=Acquire::Retries \"3\"",
              SUITE, str(target), MIRROR],
-            stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, LC_ALL="C"),
+            stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, LC_ALL="C"), check=False,
         )
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
@@ -428,7 +427,7 @@ def plumb_container(host: str) -> None:
 
     Called between `podman init` and `podman start`, so eth1 and its address exist before the container's
     systemd starts, as a real host's NIC does at power-on."""
-    cname, _, bridge, addr = containers()[host]
+    cname, _mgmt_ip, bridge, addr = containers()[host]
     pid = podman("inspect", "-f", "{{.State.Pid}}", cname).stdout.strip()
     hostend = f"{NAME}-{host}"[:15]
     run(["ip", "link", "del", hostend], check=False)
@@ -453,7 +452,7 @@ def power_on(host: str) -> None:
 def start_containers(image: str) -> None:
     if podman("network", "exists", MGMT_NET, check=False).returncode != 0:
         podman("network", "create", "--subnet", str(MGMT), "--gateway", MGMT_GATEWAY, "--label", LABEL, MGMT_NET)
-    for host, (cname, mgmt_ip, _, _) in containers().items():
+    for host, (cname, mgmt_ip, _bridge, _addr) in containers().items():
         podman("rm", "-f", "-t", "0", cname, check=False)
         # NET_ADMIN: real servers change their own routes and firewall, as on real hosts.
         podman("create", "--name", cname, "--hostname", host, "--label", LABEL,
@@ -656,11 +655,11 @@ def inventory_data(accel: str) -> dict:
     common = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
     realservers = {}
     for i, rs in enumerate(realserver_names(), start=1):
-        _, mgmt_ip, _, addr = containers()[rs]
+        _cname, mgmt_ip, _bridge, addr = containers()[rs]
         ip = addr.split("/")[0]
         realservers[rs] = {"ansible_host": mgmt_ip, "lab_private_iface": "eth1", "lab_private_ip": ip,
                            "realserver_rip": ip, "realserver_weight": 3 if i == 1 else 1}
-    _, client_mgmt, _, client_addr = containers()["client"]
+    _cname, client_mgmt, _bridge, client_addr = containers()["client"]
     return {"all": {
         "vars": {
             "ansible_user": "root",
@@ -690,7 +689,7 @@ def inventory_data(accel: str) -> dict:
             "realservers": {"hosts": realservers, "vars": {"realserver_gateway": DIP}},
             "clients": {"hosts": {"client": {
                 "ansible_host": client_mgmt, "lab_public_iface": "eth1",
-                "lab_public_ip": client_addr.split("/")[0],
+                "lab_public_ip": client_addr.split("/", maxsplit=1)[0],
             }}},
         },
     }}

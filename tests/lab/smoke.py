@@ -5,7 +5,6 @@ Used by the lab smoke test. Every step can be repeated.
 """
 from __future__ import annotations
 
-
 import lab
 
 VPORT = 80

@@ -17,7 +17,7 @@ def molecule(request, *args):
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():  # its output is the progress of a long step
         return subprocess.run([f"{sys.prefix}/bin/molecule", *args], cwd=ROOT,
-                              env=dict(os.environ, PATH=f"{sys.prefix}/bin:{os.environ['PATH']}"))
+                              env=dict(os.environ, PATH=f"{sys.prefix}/bin:{os.environ['PATH']}"), check=False)
 
 
 def test_default_scenario(lab, request):

@@ -25,7 +25,7 @@ def test_every_host_address_sits_in_its_segment():
     assert ipaddress.ip_address(lab.CLIENT_IP) in lab.PUBLIC
     assert ipaddress.ip_address(lab.DIP) in lab.PRIVATE
     assert ipaddress.ip_address(lab.GUEST_IP) in lab.GUEST_MGMT
-    for host, (_, mgmt_ip, _, addr) in lab.containers().items():
+    for _cname, mgmt_ip, _bridge, addr in lab.containers().values():
         assert ipaddress.ip_address(mgmt_ip) in lab.MGMT
         assert ipaddress.ip_interface(addr).network in (lab.PUBLIC, lab.PRIVATE)
     ips = [ipaddress.ip_interface(c[3]).ip for c in lab.containers().values()] + [lab.VIP, lab.DIP]
@@ -34,7 +34,7 @@ def test_every_host_address_sits_in_its_segment():
 
 def test_most_realservers_still_fit(monkeypatch):
     monkeypatch.setattr(lab, "REALSERVERS", lab.MAX_REALSERVERS)
-    for _, mgmt_ip, _, addr in lab.containers().values():
+    for _cname, mgmt_ip, _bridge, addr in lab.containers().values():
         assert ipaddress.ip_address(mgmt_ip) in lab.MGMT
         assert ipaddress.ip_interface(addr).ip in lab.PRIVATE or ipaddress.ip_interface(addr).ip in lab.PUBLIC
         assert str(ipaddress.ip_interface(addr).ip) != lab.DIP

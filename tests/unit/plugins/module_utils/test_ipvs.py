@@ -6,6 +6,7 @@ import socket
 import struct
 
 import pytest
+
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
 from ansible_collections.lvs.nat.plugins.module_utils import _kmod as K
 
@@ -87,6 +88,6 @@ def test_modprobe_reports_the_tool_failure(monkeypatch):
         returncode, stdout, stderr = 1, "", "modprobe: FATAL: Module ip_vs_twos not found"
 
     monkeypatch.setattr(K, "loaded", lambda name: False)
-    with pytest.raises(K.KernelError, match=r"Failed to load kernel module ip_vs_twos \(modprobe --dry-run ip_vs_twos: rc=1\): "
-                                          r"modprobe: FATAL: Module ip_vs_twos not found"):
+    expected = r"Failed to load kernel module ip_vs_twos \(modprobe --dry-run ip_vs_twos: rc=1\): modprobe: FATAL: Module ip_vs_twos not found"
+    with pytest.raises(K.KernelError, match=expected):
         K.modprobe(["ip_vs_twos"], dry_run=True, run=lambda *a, **kw: Proc())

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    SERVICE_SPEC, InvalidInput, config_view, desired_dests, desired_service, plan_dest, plan_service,
+    SERVICE_SPEC,
+    InvalidInput,
+    config_view,
+    desired_dests,
+    desired_service,
+    plan_dest,
+    plan_service,
 )
 
 
@@ -137,3 +144,4 @@ def test_plan_dest():
     assert plan_dest(s, d, dict(d, weight=0))[0] == [(I.CMD_SET_DEST, s, dict(d, weight=0))]
     assert plan_dest(s, d, None) == ([(I.CMD_DEL_DEST, s, d)], None)
     assert plan_dest(s, None, None) == ([], None)
+

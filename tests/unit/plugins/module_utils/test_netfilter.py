@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.lvs.nat.plugins.module_utils import _netfilter as N
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+
 from ansible_collections.lvs.nat.plugins.modules import ipvs_real_server, ipvs_service, ipvs_timeouts
 
 
