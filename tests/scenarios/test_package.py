@@ -129,7 +129,9 @@ def test_the_infra_repo_play_converges_the_lab_cluster(infra, lab):
     role_paths = [p for p in paths if "/roles/" in p]
     assert role_paths and all(p.startswith(installed) for p in role_paths), sorted(set(role_paths))[:5]
     assert f"Using {repo}/ansible.cfg as config file" in proc.stdout
-    assert str(ROOT) not in proc.stdout
+    assert f"ansible collection location = {repo}/collections\n" in proc.stdout
+    assert not [line for line in proc.stdout.splitlines()
+                if f"{ROOT}/roles" in line or f"{ROOT}/plugins" in line or f"{ROOT}/playbooks" in line]
 
     # The kernel and the data path: both services answer from every real server.
     table = lab.exec_on("director", "ipvsadm -Sn").stdout

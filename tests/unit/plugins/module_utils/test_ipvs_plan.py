@@ -144,4 +144,3 @@ def test_plan_dest():
     assert plan_dest(s, d, dict(d, weight=0))[0] == [(I.CMD_SET_DEST, s, dict(d, weight=0))]
     assert plan_dest(s, d, None) == ([(I.CMD_DEL_DEST, s, d)], None)
     assert plan_dest(s, None, None) == ([], None)
-
