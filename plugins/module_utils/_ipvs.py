@@ -15,6 +15,7 @@ exact operation. Nothing here does I/O on import.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import select
@@ -95,7 +96,13 @@ def pack_addr(address):
 
 
 def unpack_addr(raw, af):
-    return str(ipaddress.ip_address(bytes(raw[:16] if af == socket.AF_INET6 else raw[:4])))
+    return _addr_text(bytes(raw[:16] if af == socket.AF_INET6 else raw[:4]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr_text(packed):
+    # A table names the same few real servers again and again: parse each address once per run.
+    return str(ipaddress.ip_address(packed))
 
 
 def pack_netmask(family, prefix):

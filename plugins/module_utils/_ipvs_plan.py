@@ -11,6 +11,7 @@ result of the plan is the "after" of the diff in check mode.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from ansible.module_utils.basic import missing_required_lib
@@ -80,9 +81,15 @@ def _int_range(name, value, low, high):
 
 def _ip(name, value):
     try:
-        return ipaddress.ip_address(value)
+        return _parse_ip(value)
     except ValueError:
         raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (name, value)) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(value):
+    # A table names the same few real servers again and again: parse each address once per run.
+    return ipaddress.ip_address(value)
 
 
 def service_key(params, where=""):
@@ -198,7 +205,7 @@ def config_view(svc):
 
 
 def _sort_key(d):
-    ip = ipaddress.ip_address(d["address"])
+    ip = _parse_ip(d["address"])
     return (ip.version, int(ip), d["port"])
 
 
@@ -234,6 +241,40 @@ def plan_service(current, desired, dests_wanted, purge):
             after_dests[dest_id(d)] = dict(old or {}, **d)
     after = dict(desired, real_servers=sorted(after_dests.values(), key=_sort_key))
     return ops, after
+
+
+def service_id(svc):
+    """A service's identity, hashable: what service_key() gives and the kernel reports."""
+    return (svc["family"], svc["fwmark"], svc["protocol"], svc["address"], svc["port"])
+
+
+def plan_table(current, entries, purge_services, purge_real_servers):
+    """Kernel operations turning the kernel's table into the listed services, each as ipvs_service with
+    state=present would; with purge_services, services not listed are removed first.
+
+    current: the kernel's services with their real servers. Returns (ops, after, removed), after in the order of
+    entries (predicted, as plan_service predicts).
+    """
+    held = dict((service_id(svc), svc) for svc in current)
+    ops, after, listed = [], [], {}
+    for i, entry in enumerate(entries):
+        try:
+            key = service_key(entry)
+            if service_id(key) in listed:
+                raise InvalidInput("%s is listed twice (also services[%d])" % (describe_service(key), listed[service_id(key)]))
+            listed[service_id(key)] = i
+            cur = held.get(service_id(key))
+            desired = desired_service(entry, cur)
+            dests = None
+            if entry.get("real_servers") is not None:
+                dests = desired_dests(entry["real_servers"], desired, cur and cur["real_servers"])
+        except InvalidInput as e:
+            raise InvalidInput("services[%d]: %s" % (i, e)) from None
+        svc_ops, svc_after = plan_service(cur, desired, dests, purge_real_servers)
+        ops += svc_ops
+        after.append(svc_after)
+    removed = [svc for key, svc in sorted(held.items(), key=lambda kv: str(kv[0])) if key not in listed] if purge_services else []
+    return [(CMD_DEL_SERVICE, svc, None) for svc in removed] + ops, after, removed
 
 
 def plan_dest(svc, current, desired):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from test_targets import run_playbook
 
-MODULES = ["ipvs_service", "ipvs_real_server", "ipvs_timeouts", "ipvs_info", "ipvs_save", "sysctl_forwarding",
+MODULES = ["ipvs_service", "ipvs_table", "ipvs_real_server", "ipvs_timeouts", "ipvs_info", "ipvs_save", "sysctl_forwarding",
            "nat_rules"]
 # What the examples assume exists: the services ipvs_real_server's examples name.
 SETUP = "ipvsadm -C && ipvsadm -A -t 198.51.100.10:80 -s wlc && ipvsadm -A -f 1 -s wlc"

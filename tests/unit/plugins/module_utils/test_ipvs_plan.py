@@ -13,6 +13,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     desired_service,
     plan_dest,
     plan_service,
+    plan_table,
 )
 
 
@@ -144,3 +145,49 @@ def test_plan_dest():
     assert plan_dest(s, d, dict(d, weight=0))[0] == [(I.CMD_SET_DEST, s, dict(d, weight=0))]
     assert plan_dest(s, d, None) == ([(I.CMD_DEL_DEST, s, d)], None)
     assert plan_dest(s, None, None) == ([], None)
+
+
+def table_entry(port, rips, **kw):
+    e = params(address="198.51.100.10", port=port, **kw)
+    e["real_servers"] = [dict(dict.fromkeys(("port", "forwarding", "weight", "upper_threshold", "lower_threshold")),
+                              address=a) for a in rips]
+    return e
+
+
+def test_plan_table_touches_only_what_differs_and_keeps_the_order():
+    held = [kernel_service(port=80, scheduler="rr", scheduler_flags=[], persistence_timeout=0, persistence_prefix=32,
+                           real_servers=[dest("198.51.100.101"), dest("198.51.100.102", weight=5)]),
+            kernel_service(port=443)]
+    entries = [table_entry(8080, ["198.51.100.101"]), table_entry(80, ["198.51.100.101", "198.51.100.103"])]
+    entries[1]["real_servers"][0]["weight"] = 2
+    ops, after, removed = plan_table(held, entries, purge_services=False, purge_real_servers=True)
+    assert [I.describe_op(op) for op in ops] == [
+        "add service TCP 198.51.100.10:8080", "add real server 198.51.100.101:8080 to TCP 198.51.100.10:8080",
+        "delete real server 198.51.100.102:80 from TCP 198.51.100.10:80",
+        "edit real server 198.51.100.101:80 of TCP 198.51.100.10:80",
+        "add real server 198.51.100.103:80 to TCP 198.51.100.10:80"]
+    assert [s["port"] for s in after] == [8080, 80] and removed == []
+    assert [(d["address"], d["weight"]) for d in after[1]["real_servers"]] == [("198.51.100.101", 2), ("198.51.100.103", 1)]
+
+
+def test_plan_table_purges_unlisted_services_first_and_is_empty_when_converged():
+    held = [kernel_service(port=443), kernel_service(port=80, real_servers=[dest("198.51.100.101")])]
+    entry = table_entry(80, ["198.51.100.101"])
+    ops, after, removed = plan_table(held, [entry], purge_services=True, purge_real_servers=True)
+    assert [I.describe_op(op) for op in ops] == ["delete service TCP 198.51.100.10:443"]
+    assert [s["port"] for s in removed] == [443]
+    assert plan_table(held[1:], [entry], True, True)[0] == []
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([params(address="198.51.100.10", port=80), params(address="198.51.100.10", port=80, scheduler="rr")],
+     "services[1]: TCP 198.51.100.10:80 is listed twice (also services[0])"),
+    ([params(address="198.51.100.10", port=80), params(address="198.51.100.300", port=80)],
+     "services[1]: address='198.51.100.300' is not an IPv4 or IPv6 address"),
+    ([table_entry(80, ["198.51.100.101", "198.51.100.101"])],
+     "services[0]: real_servers[1]: 198.51.100.101:80 is listed twice"),
+])
+def test_plan_table_names_the_bad_entry(entries, message):
+    with pytest.raises(InvalidInput) as e:
+        plan_table([], entries, False, False)
+    assert str(e.value) == message
