@@ -1,0 +1,380 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""./run bench: lvs.nat's benchmarks in the lab, each figure the median of several runs next to a baseline measured
+in the same run. Not part of the tests' pass/fail: it prints figures, and writes them into BENCHMARKS.md (above the
+line that ends the generated part).
+
+1-4  reconcile an IPVS table with lvs.nat.ipvs_table, against ipvsadm-restore of the same table, both timed on the
+     director from exec to exit (the module exactly as Ansible ships it: its AnsiballZ file, kept on the director);
+5    tasks and module runs on the director for lvs.nat.site with 2, 10 and 50 real servers;
+6    requests per second from the client to the VIP through IPVS NAT, against a plain nftables DNAT rule on the same
+     director to the same real servers.
+
+Settings: LVSNAT_BENCH_RUNS (default 5), LVSNAT_BENCH_SECONDS (data path, per run, default 10)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+
+import lab  # noqa: E402
+
+RUNS = int(os.environ.get("LVSNAT_BENCH_RUNS", "5"))
+SECONDS = float(os.environ.get("LVSNAT_BENCH_SECONDS", "10"))
+# Connections at a time in the data path: more saturates the emulated guest, whose virtio NIC then stops
+# transmitting (seen here under TCG: "virtio_net eth2: TX timeout on queue 0" and no recovery until a reboot).
+CONCURRENCY = 4
+BIN = Path(sys.prefix) / "bin"
+REMOTE = "/tmp/lvsbench"
+MARKER = "<!-- end of the generated part: ./run bench rewrites everything above this line -->"
+# Real servers for the large tables: 50 addresses of the private segment (not the DIP nor the lab's real servers),
+# two ports each, so 100 per service; services on consecutive ports of the VIP.
+RIPS = [str(lab.PRIVATE[n]) for n in range(1, 63) if str(lab.PRIVATE[n]) not in (lab.DIP, "198.51.100.101", "198.51.100.102")][:50]
+
+
+def say(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- tables
+
+def table(services, per_service=100):
+    """services x per_service destinations: [(port, [(rip, rport, weight), ...]), ...]."""
+    return [(10000 + s, [(RIPS[r % 50], 8000 + r // 50, 1) for r in range(per_service)]) for s in range(services)]
+
+
+def small_change(tab):
+    """10 weights changed (services 0-9), 10 removed (services 10-19), 10 added (services 20-29); the ops expected."""
+    tab = [(port, list(dests)) for port, dests in tab]
+    expected = []
+    for k in range(10):
+        port, dests = tab[k]
+        rip, rport, _w = dests[k]
+        dests[k] = (rip, rport, 5)
+        expected.append(f"edit real server {rip}:{rport} of TCP {lab.VIP}:{port}")
+        port, dests = tab[10 + k]
+        rip, rport, _w = dests.pop(k)
+        expected.append(f"delete real server {rip}:{rport} from TCP {lab.VIP}:{port}")
+        port, dests = tab[20 + k]
+        dests.append((RIPS[k], 9000, 1))
+        expected.append(f"add real server {RIPS[k]}:9000 to TCP {lab.VIP}:{port}")
+    return tab, sorted(expected)
+
+
+def restore_rules(tab):
+    lines = []
+    for port, dests in tab:
+        lines.append(f"-A -t {lab.VIP}:{port} -s wlc")
+        lines += [f"-a -t {lab.VIP}:{port} -r {rip}:{rport} -m -w {w}" for rip, rport, w in dests]
+    return "\n".join(lines) + "\n"
+
+
+def module_args(tab):
+    return {"services": [{"address": lab.VIP, "port": port, "scheduler": "wlc",
+                          "real_servers": [{"address": rip, "port": rport, "weight": w} for rip, rport, w in dests]}
+                         for port, dests in tab],
+            "purge_services": True, "purge_real_servers": True}
+
+
+def ndests(tab):
+    return sum(len(d) for _p, d in tab)
+
+
+# ---------------------------------------------------------------- the director
+
+def on(host, command, check=True, timeout=600):
+    return lab.exec_on(host, command, check=check, timeout=timeout).stdout
+
+
+def put(path, text):
+    lab.run([*lab.ssh_argv(), f"cat > {shlex.quote(path)}"], input=text, timeout=300)
+
+
+def playbook(argv, env=None, check=True):
+    # A long timeout: the guest, emulated on one vCPU, can be slow to answer right after heavy work.
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_TIMEOUT="60", **(env or {}))
+    proc = subprocess.run([BIN / "ansible-playbook", *argv], capture_output=True, text=True, env=env, check=False)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"bench: ansible-playbook {' '.join(map(str, argv))} failed:\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}")
+    return proc
+
+
+def callback_env(out):
+    return {"ANSIBLE_CALLBACK_PLUGINS": str(HERE / "callback_plugins"), "ANSIBLE_CALLBACKS_ENABLED": "lvs_bench",
+            "LVS_BENCH_OUT": str(out)}
+
+
+def ansiballz(name, args, tmp):
+    """Run lvs.nat.ipvs_table once through Ansible, keeping its AnsiballZ file on the director; its path there."""
+    argfile = tmp / f"{name}.json"
+    argfile.write_text(json.dumps(args))
+    book = tmp / "ipvs_table.yml"
+    book.write_text(json.dumps([{"name": "Reconcile", "hosts": "director", "gather_facts": False, "tasks": [
+        {"name": "The table", "lvs.nat.ipvs_table": {
+            "services": "{{ services }}", "purge_services": "{{ purge_services }}",
+            "purge_real_servers": "{{ purge_real_servers }}"}}]}]))
+    remote_tmp = f"{REMOTE}/ansible-{name}"
+    on("director", f"rm -rf {remote_tmp}")
+    playbook(["-i", lab.INVENTORY, book, "-e", f"@{argfile}"],
+             env={"ANSIBLE_KEEP_REMOTE_FILES": "1", "ANSIBLE_REMOTE_TMP": remote_tmp})
+    path = on("director", f"find {remote_tmp} -name AnsiballZ_ipvs_table.py").split()
+    assert len(path) == 1, path
+    return path[0]
+
+
+def timed(command, setup, check=None):
+    """Median seconds of RUNS runs of command on the director, each after setup; check(summary) after each run."""
+    times = []
+    for _run in range(RUNS):
+        on("director", setup)
+        res = json.loads(on("director", f"python3 {REMOTE}/stopwatch.py {REMOTE}/out.json {command}"))
+        if res["rc"] != 0 or res.get("failed"):
+            raise SystemExit(f"bench: `{command}` failed: {res}")
+        if check and not check(res):
+            raise SystemExit(f"bench: `{command}` did something else than expected: {res}")
+        times.append(res["seconds"])
+    return statistics.median(times), times
+
+
+def kernel_table():
+    return sorted(on("director", "ipvsadm -Sn").splitlines())
+
+
+def reconcile(rows, tmp):
+    on("director", f"mkdir -p {REMOTE}")
+    put(f"{REMOTE}/stopwatch.py", (HERE / "stopwatch.py").read_text())
+    results = {}
+    for n_services in (10, 100):
+        tab = table(n_services)
+        n = ndests(tab)
+        say(f"reconcile: {n_services} services x 100 real servers = {n} destinations")
+        rules = f"{REMOTE}/table-{n}.rules"
+        put(rules, restore_rules(tab))
+        load = f"ipvsadm -C && ipvsadm-restore < {rules}"
+        base, base_runs = timed(f"ipvsadm-restore {rules}", "ipvsadm -C")
+        expected = kernel_table()
+        assert len([line for line in expected if line.startswith("-a")]) == n
+        az = ansiballz(f"full-{n}", module_args(tab), tmp)
+        empty, empty_runs = timed(f"/usr/bin/python3 {az}", "ipvsadm -C",
+                                  lambda s, ops=n + n_services: s["changed"] and s["changes"] == ops)
+        assert kernel_table() == expected, "the module's table differs from ipvsadm-restore's"
+        noop, noop_runs = timed(f"/usr/bin/python3 {az}", load, lambda s: not s["changed"] and s["changes"] == 0)
+        results[n] = {"restore": base, "empty": empty, "noop": noop}
+        if n_services == 100:
+            changed_tab, expected_ops = small_change(tab)
+            az_change = ansiballz(f"change-{n}", module_args(changed_tab), tmp)
+            on("director", load)
+            change, change_runs = timed(f"/usr/bin/python3 {az_change}", load,
+                                        lambda s: s["changed"] and s["changes"] == 30)
+            ops = json.loads(on("director", f"python3 -c \"import json; print(json.dumps(json.load(open('{REMOTE}/out.json'))['changes']))\""))
+            assert sorted(ops) == expected_ops, sorted(set(ops) ^ set(expected_ops))
+            after = kernel_table()
+            put(f"{REMOTE}/changed.rules", restore_rules(changed_tab))
+            on("director", f"ipvsadm -C && ipvsadm-restore < {REMOTE}/changed.rules")
+            assert kernel_table() == after, "the small change left a table other than the declared one"
+            results["change"] = change
+            results["ansible_empty"] = through_ansible(f"full-{n}", tmp)
+            say(f"  restore {base_runs}, from empty {empty_runs}, no-op {noop_runs}, small change {change_runs}")
+    r10k, r1k = results[10000], results[1000]
+    rows += [
+        ("1. reconcile from empty, 100 x 100 (10,000 destinations)", r10k["empty"], "ipvsadm-restore", r10k["restore"], 1.5),
+        ("2. no-op reconcile of the same table", r10k["noop"], "restore from empty", r10k["restore"], 0.5),
+        ("3. small change: 10 weights, 10 added, 10 removed (30 operations sent)", results["change"], "restore from empty",
+         r10k["restore"], 0.2),
+        ("4. scaling, reconcile from empty: 10,000 vs 1,000 destinations", r10k["empty"], "the same at 1,000",
+         r1k["empty"], None),
+        ("4. scaling, ipvsadm-restore: 10,000 vs 1,000 destinations", r10k["restore"], "the same at 1,000",
+         r1k["restore"], None),
+        ("4. scaling, no-op reconcile: 10,000 vs 1,000 destinations", r10k["noop"], "the same at 1,000", r1k["noop"], None),
+        ("1. (for reference) the same through ansible-playbook, task wall time", results["ansible_empty"],
+         "ipvsadm-restore", r10k["restore"], None),
+    ]
+
+
+def through_ansible(name, tmp):
+    """Median wall time of the ipvs_table task (controller to director and back, default settings) from empty."""
+    times = []
+    for _run in range(min(RUNS, 3)):
+        on("director", "ipvsadm -C")
+        out = tmp / "times.json"
+        playbook(["-i", lab.INVENTORY, tmp / "ipvs_table.yml", "-e", f"@{tmp / (name + '.json')}"], env=callback_env(out))
+        times.append(json.loads(out.read_text())["times"]["The table"])
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- round trips
+
+def round_trips(rows, tmp):
+    base = json.loads(lab.INVENTORY.read_text().split("\n", 1)[1])
+    counts = {}
+    for n in (2, 10, 50):
+        inv = json.loads(json.dumps(base))
+        rips = RIPS[:n]
+        inv["all"]["children"]["realservers"]["hosts"] = {
+            f"bench-rs{i + 1}": {"ansible_host": rip, "realserver_rip": rip, "realserver_weight": 1}
+            for i, rip in enumerate(rips)}
+        path = tmp / f"inventory-{n}.json"
+        path.write_text(json.dumps(inv))
+        out = tmp / f"counts-{n}.json"
+        say(f"round trips: lvs.nat.site --limit director with {n} real servers")
+        t0 = time.monotonic()
+        playbook(["lvs.nat.site", "-i", path, "--limit", "director"], env=callback_env(out))
+        data = json.loads(out.read_text())
+        counts[n] = (data["tasks"]["director1"], data["module_runs"]["director1"], time.monotonic() - t0)
+        held = [line for line in on("director", "ipvsadm -Sn").splitlines() if line.startswith("-a")]
+        assert len(held) == 2 * n, f"{len(held)} destinations in the kernel, expected {2 * n}"
+    for n, (tasks, runs, wall) in counts.items():
+        rows.append((f"5. lvs.nat.site on the director, {n} real servers x 2 services: tasks / module runs "
+                     f"(wall {wall:.0f} s)", f"{tasks} / {runs}", "with 2 real servers", f"{counts[2][0]} / {counts[2][1]}",
+                     None))
+    return counts
+
+
+# ---------------------------------------------------------------- data path
+
+def data_path(rows):
+    rs = lab.realserver_names()
+    rips = [lab.realserver_ip(r) for r in rs]
+    port_ipvs = next(s["port"] for s in lab.LAB_SERVICES if s["scheduler"] == "rr")
+    port_nft = 8081
+    mapping = ", ".join(f"{i} : {ip}" for i, ip in enumerate(rips))
+    # Conntrack sees every new connection first, IPVS's too: with the kernel's default table size (8192 on the
+    # 1 GiB guest) and two minutes of TIME_WAIT, a few seconds of load fill it and every new connection is dropped.
+    conntrack_max = on("director", "sysctl -n net.netfilter.nf_conntrack_max").strip()
+    on("director", "sysctl -qw net.netfilter.nf_conntrack_max=1048576")
+    on("director", "nft delete table ip lvsbench 2>/dev/null; nft -f - <<'EOF'\n"
+                   "table ip lvsbench {\n"
+                   "  chain pre { type nat hook prerouting priority dstnat; policy accept;\n"
+                   f"    ip daddr {lab.VIP} tcp dport {port_nft} dnat to numgen inc mod {len(rips)} map {{ {mapping} }}:80\n"
+                   "  }\n"
+                   "}\nEOF")
+    loadgen = (HERE / "loadgen.py").read_text()
+    client = lab.containers()["client"][0]
+
+    # Disjoint client source ports for the two paths (loadgen.py says why).
+    sources = {port_ipvs: ("20000", "39999"), port_nft: ("40000", "59999")}
+
+    def load(port, seconds):
+        proc = lab.run(["podman", "exec", "-i", client, "python3", "-", lab.VIP, str(port), str(seconds), str(CONCURRENCY),
+                        *sources[port]],
+                       input=loadgen, timeout=seconds + 120, env={"CONTAINERS_CONF": str(lab.containers_conf())})
+        return json.loads(proc.stdout)
+
+    try:
+        # Warm-up, until a 2-second run of each path has no failed request and answers from every real server
+        # (right after the converge the guest may still be busy for a while).
+        for port in (port_ipvs, port_nft):
+            for attempt in range(15):
+                warm = load(port, 2)
+                if not warm["errors"] and set(warm["answers"]) == {f"lvs.nat real server {r}" for r in rs}:
+                    break
+                say(f"  warm-up on port {port}, attempt {attempt + 1}: {warm['errors']} failed, answers {warm['answers']}")
+            else:
+                raise SystemExit(f"bench: port {port} does not answer cleanly: {warm}")
+        ipvs, nft, errors, discarded = [], [], [0, 0], []
+        while len(ipvs) < max(3, RUNS):
+            say(f"data path run {len(ipvs) + 1}: IPVS then nftables DNAT, {SECONDS:.0f} s each")
+            a, b = load(port_ipvs, SECONDS), load(port_nft, SECONDS)
+            time.sleep(5)
+            # A pair where either side lost more than 1 % of its requests is measured again, at most 3 times in all,
+            # and reported (seen here: the emulated guest sometimes stops answering for about 10 s under this load).
+            if a["errors"] > a["requests"] / 100 or b["errors"] > b["requests"] / 100:
+                discarded.append((round(a["rps"]), a["errors"], round(b["rps"]), b["errors"]))
+                say(f"  discarded: IPVS {a['rps']:.0f} req/s with {a['errors']} failed, "
+                    f"nftables {b['rps']:.0f} req/s with {b['errors']} failed")
+                if "TX timeout" in on("director", "dmesg | tail -20"):
+                    raise SystemExit("bench: the director's emulated NIC stopped transmitting (virtio TX timeout in its "
+                                     "kernel log); reboot it (./run lab reboot director) and run again")
+                if len(discarded) > 3:
+                    raise SystemExit(f"bench: the data path keeps failing requests: {discarded}")
+                continue
+            errors[0] += a["errors"]
+            errors[1] += b["errors"]
+            ipvs.append(a["rps"])
+            nft.append(b["rps"])
+        say(f"  IPVS {[round(x) for x in ipvs]} req/s, nftables DNAT {[round(x) for x in nft]} req/s; "
+            f"failed requests {errors[0]} and {errors[1]}")
+    finally:
+        on("director", "nft delete table ip lvsbench", check=False)
+        on("director", f"sysctl -qw net.netfilter.nf_conntrack_max={conntrack_max}", check=False)
+    rows.append((f"6. data path: requests/s client to VIP through IPVS NAT (rr, {CONCURRENCY} connections at a time"
+                 + (f"; {len(discarded)} pair(s) of runs discarded for failed requests: {discarded}" if discarded else "")
+                 + ")",
+                 statistics.median(ipvs), "nftables DNAT (numgen round robin), same director and real servers",
+                 statistics.median(nft), None))
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(x):
+    return f"{x:.3f} s" if isinstance(x, float) and x < 100 else (f"{x:.0f}" if isinstance(x, float) else str(x))
+
+
+def report(rows, accel, guest, started, elapsed):
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    out = ["# Benchmarks", "",
+           f"Run of `./run bench` on {started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.0f} min. Machine: {cpu}, "
+           f"{os.cpu_count()} cores, host kernel {platform.release()}. Director: QEMU guest, accelerator "
+           f"**{accel.upper()}**, kernel {guest[0]}, {guest[1]} vCPU, {guest[2]} MiB. Each time is the median of "
+           f"{RUNS} runs (the data path: of {max(3, RUNS)} alternating runs per side); every ratio is against a baseline "
+           f"measured in the same run.", "",
+           "| figure | lvs.nat | baseline | baseline value | ratio | goal |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, value, base_name, base, goal in rows:
+        if isinstance(value, str):
+            ratio, verdict = "", "constant per real server count" if goal is None else ""
+            out.append(f"| {name} | {value} | {base_name} | {base} | | |")
+            continue
+        ratio = value / base
+        verdict = "" if goal is None else (f"≤ {goal}× — met" if ratio <= goal else f"≤ {goal}× — **missed**")
+        out.append(f"| {name} | {fmt(value)} | {base_name} | {fmt(base)} | {ratio:.2f}× | {verdict} |")
+    out += ["", "Reproduce: `./run bench` (after `./run setup`; it brings the lab up when it is down and takes it down "
+            "again). Settings: `LVSNAT_BENCH_RUNS`, `LVSNAT_BENCH_SECONDS`.", "", MARKER]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    was_up = lab.status()["up"]
+    lab.up()
+    accel = json.loads(lab.INVENTORY.read_text().split("\n", 1)[1])["all"]["vars"]["lab_accel"]
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="lvsbench-") as d:
+            tmp = Path(d)
+            say("converging the lab cluster (lvs.nat.site)")
+            playbook(["lvs.nat.site", "-i", lab.INVENTORY])
+            guest = on("director", "uname -r; nproc; free -m | awk '/Mem:/ {print $2}'").split()
+            round_trips(rows, tmp)
+            reconcile(rows, tmp)
+            say("converging the director back to the lab's cluster")
+            on("director", "ipvsadm -C")
+            playbook(["lvs.nat.site", "-i", lab.INVENTORY, "--limit", "director"])
+            # Last: after this load the emulated guest can be slow to answer SSH for a minute or more.
+            data_path(rows)
+            text = report(rows, accel, guest, started, time.monotonic() - t0)
+    finally:
+        on("director", f"rm -rf {REMOTE}", check=False, timeout=300)
+        if not was_up and not os.environ.get("LVSNAT_LAB_KEEP"):
+            lab.down()
+    print(text)
+    target = ROOT / "BENCHMARKS.md"
+    tail = target.read_text().split(MARKER, 1)[1] if target.exists() and MARKER in target.read_text() else "\n"
+    target.write_text(text.rstrip("\n").removesuffix(MARKER).rstrip("\n") + "\n\n" + MARKER + tail)
+    say(f"written to {target}")
+
+
+if __name__ == "__main__":
+    main()
