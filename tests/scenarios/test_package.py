@@ -24,8 +24,8 @@ BIN = Path(sys.prefix) / "bin"
 NOT_SHIPPED = ("tests/", "molecule/", ".ci/", "run", "requirements.txt", "requirements-test.txt", "pytest.ini",
                "ruff.toml", ".ansible-lint", ".gitignore", "changelogs/fragments/", "changelogs/.plugin-cache.yaml", ".venv/")
 # Everything else at the top: the collection's own files.
-TOP_LEVEL = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "LICENSE", "meta", "plugins", "roles", "playbooks",
-             "changelogs"}
+TOP_LEVEL = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "BENCHMARKS.md", "LICENSE", "meta", "plugins",
+             "roles", "playbooks", "changelogs"}
 SHIPPED = ("MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "LICENSE", "meta/runtime.yml",
            "plugins/modules/ipvs_service.py", "plugins/module_utils/_ipvs.py", "roles/director/tasks/main.yml",
            "roles/realserver/meta/argument_specs.yml", "playbooks/site.yml", "changelogs/changelog.yaml")
