@@ -200,11 +200,12 @@ def config_view(svc):
     out = dict((k, svc[k]) for k in ("family", "protocol", "address", "port", "fwmark") + SERVICE_FIELDS)
     if "real_servers" in svc:
         out["real_servers"] = [dict((k, d[k]) for k in ("address", "port") + DEST_FIELDS)
-                               for d in sorted(svc["real_servers"], key=_sort_key)]
+                               for d in sorted(svc["real_servers"], key=dest_order)]
     return out
 
 
-def _sort_key(d):
+def dest_order(d):
+    """Real servers in address order, then port (the order of diffs, results and saved files)."""
     ip = _parse_ip(d["address"])
     return (ip.version, int(ip), d["port"])
 
@@ -239,7 +240,7 @@ def plan_service(current, desired, dests_wanted, purge):
             elif any(old[k] != d[k] for k in DEST_FIELDS):
                 ops.append((CMD_SET_DEST, desired, d))
             after_dests[dest_id(d)] = dict(old or {}, **d)
-    after = dict(desired, real_servers=sorted(after_dests.values(), key=_sort_key))
+    after = dict(desired, real_servers=sorted(after_dests.values(), key=dest_order))
     return ops, after
 
 
@@ -260,10 +261,11 @@ def plan_table(current, entries, purge_services, purge_real_servers):
     for i, entry in enumerate(entries):
         try:
             key = service_key(entry)
-            if service_id(key) in listed:
-                raise InvalidInput("%s is listed twice (also services[%d])" % (describe_service(key), listed[service_id(key)]))
-            listed[service_id(key)] = i
-            cur = held.get(service_id(key))
+            sid = service_id(key)
+            if sid in listed:
+                raise InvalidInput("%s is listed twice (also services[%d])" % (describe_service(key), listed[sid]))
+            listed[sid] = i
+            cur = held.get(sid)
             desired = desired_service(entry, cur)
             dests = None
             if entry.get("real_servers") is not None:

@@ -65,7 +65,7 @@ import ipaddress
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import run_module
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import dest_order, run_module
 
 HEADER = "# Managed by lvs.nat.ipvs_save: the kernel's IPVS state, for ipvsadm-restore at boot.\n"
 FWD_FLAGS = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
@@ -87,10 +87,6 @@ def _service_order(svc):
             svc["port"] or 0)
 
 
-def _dest_order(d):
-    return (ipaddress.ip_address(d["address"]), d["port"])
-
-
 def render(table, timeouts):
     """ipvsadm-restore lines for the whole state, sorted: the kernel lists services and real servers in an order
     of its own (hash buckets, insertion), which changes when the saved file is restored at boot."""
@@ -107,7 +103,7 @@ def render(table, timeouts):
         if svc["one_packet"]:
             line += " -o"
         lines.append(line)
-        for d in sorted(svc["real_servers"], key=_dest_order):
+        for d in sorted(svc["real_servers"], key=dest_order):
             lines.append("-a %s -r %s %s -w %d -x %d -y %d" % (
                 key, _addr(d["address"], d["port"]), FWD_FLAGS[d["forwarding"]], d["weight"],
                 d["upper_threshold"], d["lower_threshold"]))
