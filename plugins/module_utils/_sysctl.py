@@ -16,8 +16,10 @@ REMOVED = {
 }
 # Keys that exist only once a kernel module is loaded, and that module.
 KEY_MODULES = (("net.ipv4.vs.", "ip_vs"), ("net.netfilter.nf_conntrack_", "nf_conntrack"))
-_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+( [A-Za-z0-9_.:-]+)*$")
-_KEY = re.compile(r"^net(\.[A-Za-z0-9_:-]+|\.[A-Za-z0-9_:-]+(/[A-Za-z0-9_:-]+)+)+$")
+# Full matches, ASCII only: a trailing newline or a non-ASCII digit is refused, not written to /proc or a file.
+# A value is words separated by blanks (spaces or tabs, as the kernel lists ip_local_port_range).
+_VALUE = re.compile(r"[ \t]*[A-Za-z0-9_.:-]+(?:[ \t]+[A-Za-z0-9_.:-]+)*[ \t]*", re.ASCII)
+_KEY = re.compile(r"net(?:\.[A-Za-z0-9_:-]+(?:/[A-Za-z0-9_:-]+)*)+", re.ASCII)
 
 
 class SysctlError(Exception):
@@ -30,23 +32,30 @@ def proc_path(key, root=PROC_SYS):
 
 
 def normalise_value(value):
-    """One canonical text for a value: booleans as 0/1, whitespace runs as one space."""
+    """One canonical text for a value: booleans as 0/1, runs of ASCII whitespace as one space."""
     if isinstance(value, bool):
         return "1" if value else "0"
-    return " ".join(str(value).split())
+    return " ".join(re.split(r"[ \t\n\r\f\v]+", str(value).strip(" \t\n\r\f\v")))
+
+
+def _shown(key):
+    """The key as a message shows it: as written when it is printable ASCII, else quoted with its escapes."""
+    return key if isinstance(key, str) and re.fullmatch(r"[ -~]+", key, re.ASCII) else repr(key)
 
 
 def check_key(key, value):
-    """Reject what can be rejected without the kernel; the message names the key."""
+    """Reject what can be rejected without the kernel; the message names the key. Returns the normalised value."""
     if key in REMOVED:
         raise SysctlError("%s %s" % (key, REMOVED[key]))
-    if not _KEY.match(key):
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise SysctlError("%s: not a net.* kernel parameter (this module manages networking keys only; use "
-                          "ansible.posix.sysctl for others)" % key)
-    text = normalise_value(value)
-    if not _VALUE.match(text):
+                          "ansible.posix.sysctl for others)" % _shown(key))
+    text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if isinstance(text, bool):
+        return normalise_value(text)
+    if not isinstance(text, str) or not _VALUE.fullmatch(text):
         raise SysctlError("%s: value %r is not a number, a word or numbers separated by spaces" % (key, value))
-    return text
+    return normalise_value(text)
 
 
 def module_for(key):

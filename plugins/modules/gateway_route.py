@@ -14,6 +14,10 @@ description:
     route, or the routes to the client networks, at the director's internal address (DIP).
   - The running kernel (O(runtime)) and the boot configuration (O(persistent)) are separate choices. Persistence is a
     systemd unit this module owns (C(lvs-nat-route.service)), which works the same whatever manages the host's network.
+    It runs C(ip route replace) once per route, without a shell.
+  - The module replaces O(unit_path) only when it carries its C(Managed by lvs.nat) header; any other file there
+    fails the task before anything changes, in check mode too.
+  - Overlapping runs on one host take turns, through a lock in C(/run/lvs-nat/) held for the whole run (up to 60 s).
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -27,16 +31,20 @@ attributes:
     platforms: linux
 options:
   gateway:
-    description: The director's internal address (DIP).
+    description: The director's internal address (DIP), IPv4 or IPv6.
     type: str
     required: true
   networks:
-    description: The destinations to route via O(gateway); V(default) is the default route.
+    description:
+      - The destinations to route via O(gateway), networks of the family of O(gateway); V(default) is the default
+        route.
     type: list
     elements: str
     default: [default]
   interface:
-    description: The interface towards the director; the kernel picks it from O(gateway) when omitted.
+    description:
+      - The interface towards the director; the kernel picks it from O(gateway) when omitted.
+      - "A kernel interface name, 1 to 15 of the characters C(A-Z a-z 0-9 _ . : @ + -) (not V(.) or V(..))."
     type: str
   runtime:
     description: Change the routes in the running kernel.
@@ -47,7 +55,9 @@ options:
     type: bool
     default: true
   unit_path:
-    description: The systemd unit this module owns.
+    description:
+      - The systemd unit this module owns.
+      - "An absolute path of letters, digits and C(_ . / + , @ = : -) only."
     type: path
     default: /etc/systemd/system/lvs-nat-route.service
 """
@@ -73,10 +83,16 @@ routes:
 
 import ipaddress
 import json
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
+
+# A kernel interface name, as lvs.nat.nat_rules takes it: full match, ASCII only (no newline, blank, quote or `;`
+# can reach the unit's command line). The kernel refuses "." and "..".
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}", re.ASCII)
+IP_FALLBACK = "/sbin/ip"
 
 
 def build_module():
@@ -93,59 +109,118 @@ def build_module():
     )
 
 
-def normalise(module):
-    p = module.params
+def _gateway(module, text):
     try:
-        gateway = str(ipaddress.ip_address(p["gateway"]))
+        gateway = ipaddress.ip_address(text)
     except ValueError:
-        module.fail_json(msg="gateway=%r is not an IP address" % p["gateway"])
+        module.fail_json(msg="gateway=%r is not an IP address" % (text,))
+    # Python takes "fe80::1%eth0"; ip(8) does not, and the scope would reach the unit's command line.
+    if getattr(gateway, "scope_id", None) or gateway.is_unspecified or gateway.is_multicast or gateway.is_loopback:
+        module.fail_json(msg="gateway=%r is not a unicast address without a scope" % (text,))
+    return gateway
+
+
+def _network(module, option, text, gateway):
+    """The network in ip's form: `default` for the whole address space."""
+    if text == "default":
+        return text
+    try:
+        parsed = ipaddress.ip_network(text)
+    except ValueError as e:
+        module.fail_json(msg="%s: %r is not a network (%s)" % (option, text, e))
+    if getattr(parsed.network_address, "scope_id", None):
+        module.fail_json(msg="%s: %r is not a network without a scope" % (option, text))
+    if parsed.version != gateway.version:
+        module.fail_json(msg="%s: %s is IPv%d, gateway %s is IPv%d" % (
+            option, parsed, parsed.version, gateway, gateway.version))
+    return "default" if parsed.prefixlen == 0 else str(parsed)
+
+
+def normalise(module):
+    """gateway, networks (canonical, without repeats), interface; fails naming the option before any change."""
+    p = module.params
+    gateway = _gateway(module, p["gateway"])
     nets = []
-    for net in p["networks"]:
-        if net == "default":
+    for i, net in enumerate(p["networks"]):
+        net = _network(module, "networks[%d]" % i, net, gateway)
+        if net not in nets:
             nets.append(net)
-            continue
-        try:
-            nets.append(str(ipaddress.ip_network(net)))
-        except ValueError as e:
-            module.fail_json(msg="networks: %r is not a network (%s)" % (net, e))
-    return gateway, nets
+    interface = p["interface"]
+    if interface is not None and (not _IFNAME.fullmatch(interface) or interface in (".", "..")):
+        module.fail_json(msg="interface=%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . : @ + -)" % (interface,))
+    problem = _persist.path_problem(p["unit_path"], "unit_path")
+    if problem:
+        module.fail_json(msg=problem)
+    return str(gateway), nets, interface
 
 
-def current_routes(module, nets):
-    """destination -> gateway of the main table's route, for the destinations asked about."""
-    rc, out, err = module.run_command(["ip", "-j", "route", "show", "table", "main"], environ_update={"LC_ALL": "C"})
+def current_routes(module, gateway, nets):
+    """destination -> [gateway, device] of the main table's route, for the destinations asked about."""
+    family = "-6" if ":" in gateway else "-4"
+    rc, out, err = module.run_command(["ip", "-j", family, "route", "show", "table", "main"],
+                                      environ_update={"LC_ALL": "C"})
     if rc != 0:
         module.fail_json(msg="ip route show failed (rc=%d): %s" % (rc, err.strip()))
-    have = dict((r.get("dst"), r.get("gateway")) for r in json.loads(out or "[]"))
-    return dict((n, have.get(n)) for n in nets)
+    have = dict((_destination(r.get("dst")), [r.get("gateway"), r.get("dev")]) for r in json.loads(out or "[]"))
+    return dict((n, have.get(n, [None, None])) for n in nets)
 
 
-def route_argv(net, gateway, interface):
-    return ["ip", "route", "replace", net, "via", gateway] + (["dev", interface] if interface else [])
+def _destination(dst):
+    """ip's destination in the form normalise() gives: ip lists a host route without its /32 or /128."""
+    try:
+        return dst if dst == "default" else str(ipaddress.ip_network(dst))
+    except (TypeError, ValueError):
+        return dst
+
+
+def route_argv(ip, net, gateway, interface):
+    return [ip, "route", "replace", net, "via", gateway] + (["dev", interface] if interface else [])
+
+
+def ip_path(module):
+    """The ip binary's absolute path, for the unit's command lines (which take no search path)."""
+    found = module.get_bin_path("ip")
+    return found if found and not _persist.path_problem(found, "ip") else IP_FALLBACK
+
+
+def wanted_unit(module, gateway, nets, interface):
+    ip = ip_path(module)
+    return _persist.unit_text("gateway_route", "lvs.nat routes via the LVS director %s" % gateway,
+                              [" ".join(route_argv(ip, n, gateway, interface)) for n in nets],
+                              ["network-online.target"], before=["multi-user.target"],
+                              wants=["network-online.target"])
+
+
+def apply_routes(module, gateway, nets, interface):
+    """Replace the routes that differ in the running kernel; before and after as destination -> gateway."""
+    have = current_routes(module, gateway, nets)
+    stale = [n for n in nets if have[n][0] != gateway or (interface and have[n][1] != interface)]
+    if stale and not module.check_mode:
+        for net in stale:
+            module.run_command(route_argv("ip", net, gateway, interface), check_rc=True,
+                               environ_update={"LC_ALL": "C"})
+        after = current_routes(module, gateway, nets)
+    else:
+        after = dict((n, [gateway, interface or have[n][1]]) for n in nets)
+    return dict((n, v[0]) for n, v in have.items()), dict((n, v[0]) for n, v in after.items()), bool(stale)
 
 
 def run(module):
     p = module.params
-    gateway, nets = normalise(module)
-    before = current_routes(module, nets) if p["runtime"] else {}
-    wanted = dict((n, gateway) for n in nets)
-    runtime_changed = p["runtime"] and before != wanted
-    if runtime_changed and not module.check_mode:
-        for net in nets:
-            if before.get(net) != gateway:
-                module.run_command(route_argv(net, gateway, p["interface"]), check_rc=True)
-    unit_before = _persist.unit_state(p["unit_path"])
-    unit_after = unit_before
-    if p["persistent"]:
-        command = " ; ".join(" ".join(route_argv(n, gateway, p["interface"])) for n in nets)
-        text = _persist.unit_text("gateway_route", "lvs.nat routes via the LVS director %s" % gateway,
-                                  "/bin/sh -c '%s'" % command, ["network-online.target"],
-                                  before=["multi-user.target"], wants=["network-online.target"])
-        unit_after = dict(unit=text, enabled=True)
-    unit_changed = unit_after != unit_before
-    if unit_changed and not module.check_mode:
-        _persist.sync_unit(module, p["unit_path"], unit_after["unit"])
-    after = current_routes(module, nets) if p["runtime"] and runtime_changed and not module.check_mode else wanted
+    gateway, nets, interface = normalise(module)
+    with _persist.lock("gateway_route"):
+        problem = _persist.foreign_problem(p["unit_path"], "unit_path")
+        if problem:
+            module.fail_json(msg=problem)
+        before, after, runtime_changed = {}, dict((n, gateway) for n in nets), False
+        if p["runtime"]:
+            before, after, runtime_changed = apply_routes(module, gateway, nets, interface)
+        unit_before = _persist.unit_state(p["unit_path"])
+        unit_after = dict(unit=wanted_unit(module, gateway, nets, interface), enabled=True) if p["persistent"] \
+            else unit_before
+        unit_changed = unit_after != unit_before
+        if unit_changed and not module.check_mode:
+            _persist.sync_unit(module, p["unit_path"], unit_after["unit"])
     result = dict(changed=bool(runtime_changed or unit_changed), routes=after)
     if module._diff:
         result["diff"] = [dict(before=before, after=after),
@@ -156,7 +231,12 @@ def run(module):
 
 def main():
     module = build_module()
-    module.exit_json(**run(module))
+    try:
+        module.exit_json(**run(module))
+    except _persist.PersistError as e:
+        module.fail_json(msg=str(e))
+    except (IOError, OSError) as e:
+        module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))
 
 
 if __name__ == "__main__":

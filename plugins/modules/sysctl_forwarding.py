@@ -24,6 +24,9 @@ description:
     C(/etc/sysctl.d/).
   - A key the kernel does not have fails before anything changes. If the kernel refuses a value, the keys already
     written in that run are set back.
+  - The module replaces or removes O(path) and O(modules_load_path) only when they carry its C(Managed by lvs.nat)
+    header; any other file there fails the task before anything changes, in check mode too.
+  - Overlapping runs on one host take turns, through a lock in C(/run/lvs-nat/) held for the whole run (up to 60 s).
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -70,10 +73,13 @@ options:
     description:
       - The modules-load file this module owns; it lists the kernel modules that persisted keys need at boot
         (C(ip_vs), C(nf_conntrack)). Removed when no persisted key needs one.
+      - Defaults to the file of the same name as O(path) in C(/etc/modules-load.d/), so that tasks with different
+        O(path) never share it (for the default O(path), C(/etc/modules-load.d/90-lvs-nat.conf)).
     type: path
-    default: /etc/modules-load.d/lvs-nat-sysctl.conf
 notes:
   - Give each task its own O(path), since the file holds one task's keys.
+  - Release 0.1.0 defaulted O(modules_load_path) to C(/etc/modules-load.d/lvs-nat-sysctl.conf), shared by every
+    task; a host configured by it keeps that file, which still loads the same kernel modules and can be removed.
 seealso:
   - module: lvs.nat.ipvs_timeouts
 """
@@ -114,12 +120,15 @@ changed_keys:
   sample: ["net.ipv4.ip_forward"]
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist, _sysctl
 from ansible_collections.lvs.nat.plugins.module_utils._kmod import KernelError, modprobe
 
 HEADER = "# Managed by lvs.nat.sysctl_forwarding: edits here are overwritten.\n"
+MODULES_LOAD_DIR = "/etc/modules-load.d"
 
 
 def build_module():
@@ -131,7 +140,7 @@ def build_module():
             runtime=dict(type="bool", default=True),
             persistent=dict(type="bool", default=True),
             path=dict(type="path", default="/etc/sysctl.d/90-lvs-nat.conf"),
-            modules_load_path=dict(type="path", default="/etc/modules-load.d/lvs-nat-sysctl.conf"),
+            modules_load_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -144,10 +153,17 @@ def wanted_values(p):
         if flag is not None:
             wanted[key] = "1" if flag else "0"
     for key, value in p["settings"].items():
+        text = _sysctl.check_key(key, value)  # first: a key with a trailing newline is refused, not let past
         if key in _sysctl.FORWARDING_KEYS:
             raise _sysctl.SysctlError("%s: set it with ipv4_forwarding/ipv6_forwarding, which are applied first" % key)
-        wanted[key] = _sysctl.check_key(key, value)
+        wanted[key] = text
     return wanted
+
+
+def owned_paths(p):
+    """option -> path of the files this task owns; modules_load_path defaults to path's name in modules-load.d."""
+    return dict(path=p["path"], modules_load_path=p["modules_load_path"] or
+                os.path.join(MODULES_LOAD_DIR, os.path.basename(p["path"])))
 
 
 def file_texts(wanted, modules):
@@ -160,6 +176,17 @@ def file_texts(wanted, modules):
 def run(module):
     p = module.params
     wanted = wanted_values(p)
+    paths = owned_paths(p)
+    with _persist.lock("sysctl_forwarding"):
+        if p["persistent"]:
+            problems = _persist.foreign_problems(paths.items())
+            if problems:
+                raise _sysctl.SysctlError(problems[0])
+        return apply(module, wanted, paths)
+
+
+def apply(module, wanted, paths):
+    p = module.params
     needed = _sysctl.modules_for(wanted)
     before, after, changed_keys = {}, {}, []
     if p["runtime"] and wanted:
@@ -175,21 +202,22 @@ def run(module):
             after = dict((k, _sysctl.read(k)) for k in wanted)
         else:
             after = dict(wanted)
-    files_before = dict(sysctl=_persist.read_file(p["path"]), modules_load=_persist.read_file(p["modules_load_path"]))
+    files_before = dict(sysctl=_persist.read_file(paths["path"]),
+                        modules_load=_persist.read_file(paths["modules_load_path"]))
     files_after = dict(files_before)
     if p["persistent"]:
         files_after["sysctl"], files_after["modules_load"] = file_texts(wanted, needed)
         if not module.check_mode:
-            _persist.sync({p["path"]: (files_after["sysctl"], 0o644),
-                           p["modules_load_path"]: (files_after["modules_load"], 0o644)})
+            _persist.sync({paths["path"]: (files_after["sysctl"], 0o644),
+                           paths["modules_load_path"]: (files_after["modules_load"], 0o644)})
     changed = bool(changed_keys) or files_after != files_before
     result = dict(changed=changed, settings=after or dict(wanted), changed_keys=changed_keys)
     if module._diff:
         result["diff"] = [
             dict(before=before, after=after or dict(wanted)),
-            dict(before_header=p["path"], after_header=p["path"], before=files_before["sysctl"] or "",
+            dict(before_header=paths["path"], after_header=paths["path"], before=files_before["sysctl"] or "",
                  after=files_after["sysctl"] or ""),
-            dict(before_header=p["modules_load_path"], after_header=p["modules_load_path"],
+            dict(before_header=paths["modules_load_path"], after_header=paths["modules_load_path"],
                  before=files_before["modules_load"] or "", after=files_after["modules_load"] or ""),
         ]
     return result
@@ -199,7 +227,7 @@ def main():
     module = build_module()
     try:
         module.exit_json(**run(module))
-    except (_sysctl.SysctlError, KernelError) as e:
+    except (_sysctl.SysctlError, KernelError, _persist.PersistError) as e:
         module.fail_json(msg=str(e))
     except (IOError, OSError) as e:
         module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))

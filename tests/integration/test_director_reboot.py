@@ -79,7 +79,7 @@ def test_state_survives_a_reboot(lab, tmp_path):
         assert 'oifname "eth0" ip saddr 198.51.100.64/26 masquerade' in rules_after
         assert "meta mark set 0x00000007" in rules_after
         assert lab.exec_on("director", "systemctl is-active lvs-nat-rules.service").stdout.strip() == "active"
-        assert "ip_vs" in lab.exec_on("director", "cat /etc/modules-load.d/lvs-nat-sysctl.conf").stdout
+        assert "ip_vs" in lab.exec_on("director", "cat /etc/modules-load.d/90-lvs-nat.conf").stdout
         # The same tasks right after boot, in check mode, find nothing to do.
         again = run_playbook(lab, check, "--check")
         assert again.returncode == 0, again.stdout[-5000:]

@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""gateway_route's run() against a fake module and a fake `ip`: validation before any change, one ExecStart= per
+route without a shell, the managed-header guard and the lock. The netns target proves the kernel side."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shlex
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ansible_collections.lvs.nat.plugins.module_utils import _persist
+from ansible_collections.lvs.nat.plugins.modules import gateway_route
+
+GW = "198.51.100.100"
+
+
+class Failed(Exception):
+    pass
+
+
+class FakeModule(object):
+    """What run() uses of AnsibleModule; `ip` keeps a main table of {dst, gateway, dev} like `ip -j route show`."""
+
+    def __init__(self, unit_path, check_mode=False, routes=(), ip="/usr/sbin/ip", **params):
+        self.params = dict(gateway=GW, networks=["default"], interface=None, runtime=True, persistent=True,
+                           unit_path=unit_path)
+        self.params.update(params)
+        self.check_mode, self._diff, self.ip = check_mode, True, ip
+        self.routes, self.changes = [dict(r) for r in routes], []
+
+    def get_bin_path(self, name):
+        assert name == "ip"
+        return self.ip
+
+    def fail_json(self, msg, **kwargs):
+        raise Failed(msg)
+
+    def run_command(self, argv, check_rc=False, environ_update=None):
+        if argv[:2] == ["ip", "-j"]:
+            assert argv[2] in ("-4", "-6") and environ_update == {"LC_ALL": "C"}
+            return 0, json.dumps([r for r in self.routes if (":" in r["gateway"]) == (argv[2] == "-6")]), ""
+        if argv[:3] == ["ip", "route", "replace"]:
+            assert check_rc
+            self.changes.append(argv)
+            dst = "default" if argv[3] == "default" else str(ipaddress.ip_network(argv[3]))
+            dst = dst[:-3] if dst.endswith("/32") else dst  # ip lists a host route without /32
+            self.routes = [r for r in self.routes if r["dst"] != dst] + [
+                dict(dst=dst, gateway=argv[5], dev=argv[7] if len(argv) > 7 else "eth0")]
+            return 0, "", ""
+        raise AssertionError("unexpected command %r" % (argv,))
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(_persist, "LOCK_DIRS", (str(tmp_path),))
+
+
+@pytest.fixture
+def unit(tmp_path):
+    return str(tmp_path / "system" / "lvs-nat-route.service")
+
+
+def directives(text, key):
+    return [line.split("=", 1)[1] for line in text.split("\n") if line.startswith(key + "=")]
+
+
+def test_one_exec_start_per_route_without_a_shell(unit):
+    m = FakeModule(unit, networks=["198.51.100.0/26", "198.51.100.64/26", "198.51.100.0/26"], interface="eth1")
+    r = gateway_route.run(m)
+    assert r["changed"] and r["routes"] == {"198.51.100.0/26": GW, "198.51.100.64/26": GW}
+    text = open(unit).read()
+    assert directives(text, "ExecStart") == [
+        "/usr/sbin/ip route replace 198.51.100.0/26 via %s dev eth1" % GW,
+        "/usr/sbin/ip route replace 198.51.100.64/26 via %s dev eth1" % GW]
+    assert "sh -c" not in text and text.startswith("# Managed by lvs.nat.gateway_route")
+    assert os.path.islink(_persist.unit_link(unit))
+    assert m.changes == [["ip", "route", "replace", n, "via", GW, "dev", "eth1"]
+                         for n in ("198.51.100.0/26", "198.51.100.64/26")]
+    again = FakeModule(unit, routes=m.routes, networks=["198.51.100.0/26", "198.51.100.64/26"], interface="eth1")
+    assert gateway_route.run(again)["changed"] is False and again.changes == []
+
+
+def test_ip_not_found_falls_back_to_sbin_ip(unit):
+    gateway_route.run(FakeModule(unit, ip=None))
+    assert directives(open(unit).read(), "ExecStart") == ["/sbin/ip route replace default via %s" % GW]
+
+
+def test_check_mode_changes_nothing_and_diffs(unit):
+    m = FakeModule(unit, check_mode=True)
+    r = gateway_route.run(m)
+    assert r["changed"] and m.changes == [] and not os.path.exists(unit)
+    assert r["diff"][0] == dict(before={"default": None}, after={"default": GW})
+    assert directives(r["diff"][1]["after"], "ExecStart") == ["/usr/sbin/ip route replace default via %s" % GW]
+
+
+def test_a_route_via_another_device_is_replaced_when_interface_is_given(unit):
+    routes = [dict(dst="default", gateway=GW, dev="eth0")]
+    m = FakeModule(unit, routes=routes, interface="eth1", persistent=False)
+    assert gateway_route.run(m)["changed"] and m.changes == [["ip", "route", "replace", "default", "via", GW,
+                                                              "dev", "eth1"]]
+    m = FakeModule(unit, routes=routes, persistent=False)
+    assert not gateway_route.run(m)["changed"]
+
+
+def test_host_routes_and_the_whole_space_are_idempotent(unit):
+    m = FakeModule(unit, networks=["198.51.100.7/32", "0.0.0.0/0"], persistent=False)
+    assert gateway_route.run(m)["routes"] == {"198.51.100.7/32": GW, "default": GW}
+    again = FakeModule(unit, routes=m.routes, networks=["198.51.100.7/32", "0.0.0.0/0"], persistent=False)
+    assert not gateway_route.run(again)["changed"]
+
+
+def test_ipv6_reads_the_ipv6_table(unit):
+    m = FakeModule(unit, gateway="2001:db8::1", networks=["2001:db8:1::/64"], persistent=False)
+    assert gateway_route.run(m)["changed"] and m.changes[0][3:6] == ["2001:db8:1::/64", "via", "2001:db8::1"]
+
+
+BAD = [
+    (dict(interface="eth0'\nExecStartPre=/bin/touch /tmp/x\n#"), "interface="),
+    (dict(interface="eth0; touch /tmp/y"), "interface="),
+    (dict(interface="eth0\n"), "interface="),
+    (dict(interface="way-too-long-interface"), "interface="),
+    (dict(interface=".."), "interface="),
+    (dict(interface="eth/0"), "interface="),
+    (dict(interface="eth\u0660"), "interface="),
+    (dict(interface=""), "interface="),
+    (dict(unit_path="/etc/systemd/system/x.service\nExecStartPre=/bin/touch /tmp/x"), "unit_path must be"),
+    (dict(unit_path="/etc/systemd/system/%n.service"), "unit_path must be"),
+    (dict(gateway="198.51.100.300"), "gateway="),
+    (dict(gateway="fe80::1%eth0"), "gateway='fe80::1%eth0' is not a unicast address"),
+    (dict(gateway="0.0.0.0"), "gateway="),
+    (dict(networks=["default", "198.51.100.1/24"]), "networks[1]: "),
+    (dict(networks=["2001:db8::/64"]), "networks[0]: 2001:db8::/64 is IPv6, gateway 198.51.100.100 is IPv4"),
+    (dict(gateway="fe80::1", networks=["fe80::%eth0/64"]), "networks[0]: "),
+    (dict(networks=["198.51.100.0/26\n"]), "networks[0]: "),
+]
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+@pytest.mark.parametrize("params, message", BAD)
+def test_bad_input_is_refused_before_any_change(unit, params, message, check_mode):
+    params = dict(params)
+    m = FakeModule(params.pop("unit_path", unit), check_mode=check_mode, **params)
+    with pytest.raises(Failed) as e:
+        gateway_route.run(m)
+    assert str(e.value).startswith(message)
+    assert m.changes == [] and not os.path.exists(os.path.dirname(unit))
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_foreign_unit_is_refused_before_any_change(unit, check_mode):
+    os.makedirs(os.path.dirname(unit))
+    with open(unit, "w") as fh:
+        fh.write("[Service]\nExecStart=/usr/local/bin/mine\n")
+    m = FakeModule(unit, check_mode=check_mode)
+    with pytest.raises(Failed) as e:
+        gateway_route.run(m)
+    assert str(e.value).startswith("unit_path: %s exists and is not managed by lvs.nat" % unit)
+    assert m.changes == [] and open(unit).read() == "[Service]\nExecStart=/usr/local/bin/mine\n"
+    assert not os.path.lexists(_persist.unit_link(unit))
+
+
+def test_the_run_holds_the_lock(unit, monkeypatch):
+    monkeypatch.setattr(_persist, "LOCK_TIMEOUT", 0.2)
+    m = FakeModule(unit)
+    with _persist.lock("gateway_route"):
+        with pytest.raises(_persist.PersistError) as e:
+            gateway_route.run(m)
+    assert "Another run of lvs.nat.gateway_route" in str(e.value)
+    assert m.changes == [] and not os.path.exists(unit)
+
+
+IFNAME_ALPHABET = list("abcXYZ019_.:@+-/ \t\n'\";%$#{}\\é١")
+
+
+@given(st.one_of(st.text(max_size=10000), st.text(alphabet=st.sampled_from(IFNAME_ALPHABET), min_size=1, max_size=20)))
+def test_interface_is_refused_naming_it_or_each_unit_line_is_one_route_via_it(tmp_path_factory, interface):
+    unit = str(tmp_path_factory.mktemp("u") / "lvs-nat-route.service")
+    m = FakeModule(unit, check_mode=True, interface=interface, networks=["default", "198.51.100.0/26"])
+    try:
+        r = gateway_route.run(m)
+    except Failed as e:
+        assert str(e).startswith("interface=%r is not an interface name" % interface)
+        return
+    assert 1 <= len(interface) <= 15 and interface.isascii() and interface not in (".", "..") and "/" not in interface
+    text = r["diff"][1]["after"]
+    assert [shlex.split(c) for c in directives(text, "ExecStart")] == [
+        ["/usr/sbin/ip", "route", "replace", net, "via", GW, "dev", interface] for net in ("default", "198.51.100.0/26")]
+    assert len(text.split("\n")) == 14  # no line added
