@@ -40,82 +40,176 @@ IPT_JUMPS = (
 )
 NFT_TABLE = "inet lvs_nat"
 DEFAULT_BURST = 5
-_RATE = re.compile(r"^(\d+)/(second|minute|hour|day)$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}$")
+# Full matches, ASCII only: a value that reaches nft or iptables-restore text is one token there, and a trailing
+# newline or a non-ASCII digit never passes (re.match with `$` let "eth0\n" through and split a rule in two).
+_RATE = re.compile(r"([0-9]{1,10})/(second|minute|hour|day)", re.ASCII)
+# The kernel's own limits (dev_valid_name): at most 15 bytes; no whitespace or '/'; never "." or "..".
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}", re.ASCII)
+_COMMENT = re.compile(r"[A-Za-z0-9 _.,:/=+-]{1,64}", re.ASCII)
+_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
+# What `iptables -S` prints without quotes (xtables_save_string); anything else it lists in double quotes.
+_IPT_BARE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+
+# Every option of a rule and its kind: a tuple of choices, an inclusive integer range, or a named string check.
+RULE_FIELDS = {
+    "type": RULE_TYPES,
+    "source": "network",
+    "destination": "network",
+    "protocol": ("tcp", "udp"),
+    "port": (1, 65535),
+    "in_interface": "interface",
+    "out_interface": "interface",
+    "to_source": "address",
+    "to_destination": "address",
+    "to_port": (1, 65535),
+    "chain": ("input", "forward"),
+    "mark": (1, 0xFFFFFFFF),
+    "rate": "rate",
+    "burst": (1, 10000),
+    "comment": "comment",
+}
+# The options each rule type takes (besides type), and those it needs.
+TAKES = {
+    "masquerade": ("source", "destination", "out_interface", "comment"),
+    "snat": ("source", "destination", "out_interface", "to_source", "comment"),
+    "dnat": ("destination", "protocol", "port", "in_interface", "to_destination", "to_port", "comment"),
+    "accept": ("chain", "source", "destination", "protocol", "port", "in_interface", "out_interface", "comment"),
+    "mark": ("source", "destination", "protocol", "port", "in_interface", "mark", "comment"),
+    "rate_limit": ("destination", "protocol", "port", "rate", "burst", "comment"),
+}
+NEEDS = {"snat": ("to_source",), "dnat": ("destination", "to_destination"), "mark": ("mark",),
+         "rate_limit": ("destination", "rate"), "accept": ("chain",)}
 
 
 class NetfilterError(Exception):
     pass
 
 
-# ---------------------------------------------------------------- validation (pure)
+# ---------------------------------------------------------------- validation (pure: no kernel, no files)
 
-def _net(where, name, value, host=False):
+def _string(where, value):
+    if not isinstance(value, str):
+        raise NetfilterError("%s=%r must be a string" % (where, value))
+    return value
+
+
+def _network(where, value):
     try:
-        net = ipaddress.ip_interface(value).network if not host else ipaddress.ip_address(value)
+        net = ipaddress.ip_interface(_string(where, value)).network
     except ValueError:
-        raise NetfilterError("%s: %s=%r is not an IPv4 %s" % (where, name, value, "address" if host else "address or network")) from None
+        raise NetfilterError("%s=%r is not an IPv4 address or network" % (where, value)) from None
     if net.version != 4:
-        raise NetfilterError("%s: %s=%s is IPv6; nat_rules manages IPv4 rules" % (where, name, value))
-    if not host:
-        try:
-            return str(ipaddress.ip_network(value))
-        except ValueError:
-            raise NetfilterError("%s: %s=%s has host bits set; write the network, %s" % (
-                where, name, value, ipaddress.ip_interface(value).network)) from None
-    return str(net)
+        raise NetfilterError("%s=%r is IPv6; nat_rules manages IPv4 rules" % (where, value))
+    try:
+        return str(ipaddress.ip_network(value))
+    except ValueError:
+        raise NetfilterError("%s=%r has host bits set; write the network, %s" % (where, value, net)) from None
 
 
-def normalise_rule(rule, index):
-    """A rule with every field present (None when unset), or NetfilterError naming the field."""
-    where = "rules[%d] (%s)" % (index, rule.get("type"))
-    r = dict(rule)
-    t = r["type"]
-    allowed = {
-        "masquerade": {"source", "destination", "out_interface", "comment"},
-        "snat": {"source", "destination", "out_interface", "to_source", "comment"},
-        "dnat": {"destination", "protocol", "port", "in_interface", "to_destination", "to_port", "comment"},
-        "accept": {"chain", "source", "destination", "protocol", "port", "in_interface", "out_interface", "comment"},
-        "mark": {"source", "destination", "protocol", "port", "in_interface", "mark", "comment"},
-        "rate_limit": {"destination", "protocol", "port", "rate", "burst", "comment"},
-    }[t]
-    extra = sorted(k for k, v in r.items() if v is not None and k not in allowed | {"type"})
+def _address(where, value):
+    try:
+        address = ipaddress.ip_address(_string(where, value))
+    except ValueError:
+        raise NetfilterError("%s=%r is not an IPv4 address" % (where, value)) from None
+    if address.version != 4:
+        raise NetfilterError("%s=%r is IPv6; nat_rules manages IPv4 rules" % (where, value))
+    return str(address)
+
+
+def _interface(where, value):
+    if not _IFNAME.fullmatch(_string(where, value)) or value in (".", ".."):
+        raise NetfilterError("%s=%r is not an interface name: 1 to 15 ASCII letters, digits and _.:@+-" % (where, value))
+    return value
+
+
+def _rate(where, value):
+    if not _RATE.fullmatch(_string(where, value)):
+        raise NetfilterError("%s=%r must look like 20/second (ASCII digits, per second, minute, hour or day)" % (
+            where, value))
+    return value
+
+
+def _comment(where, value):
+    if not _COMMENT.fullmatch(_string(where, value)):
+        raise NetfilterError("%s=%r is not a comment: up to 64 ASCII letters, digits, spaces and _.,:/=+-" % (where, value))
+    return value
+
+
+def _integer(where, value, low, high):
+    # bool is an int to Python (and to Ansible's int type); "٨٠" is digits to int(): refuse both.
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+            isinstance(value, str) and not _DIGITS.fullmatch(value)):
+        raise NetfilterError("%s=%r is not a whole number (ASCII digits)" % (where, value))
+    if not low <= int(value) <= high:
+        raise NetfilterError("%s=%s is out of range: it must be between %d and %d" % (where, value, low, high))
+    return int(value)
+
+
+def _choice(where, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise NetfilterError("%s=%r must be one of: %s" % (where, value, ", ".join(choices)))
+    return value
+
+
+_CHECKS = {"network": _network, "address": _address, "interface": _interface, "rate": _rate, "comment": _comment}
+
+
+def _field(where, kind, value):
+    if isinstance(kind, str):
+        return _CHECKS[kind](where, value)
+    if isinstance(kind[0], int):
+        return _integer(where, value, kind[0], kind[1])
+    return _choice(where, value, kind)
+
+
+def _rule_type(rule, where):
+    """The rule's type, once the rule is a dict of known options that apply to that type."""
+    if not isinstance(rule, dict):
+        raise NetfilterError("%s must be a dict of rule options, not %r" % (where, rule))
+    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in rule if k not in RULE_FIELDS)
+    if unknown:
+        raise NetfilterError("%s.%s is not an option of a rule (options: %s)" % (
+            where, unknown[0], ", ".join(RULE_FIELDS)))
+    if rule.get("type") is None:
+        raise NetfilterError("%s.type is required (one of: %s)" % (where, ", ".join(RULE_TYPES)))
+    t = _choice(where + ".type", rule["type"], RULE_TYPES)
+    extra = [k for k in RULE_FIELDS if rule.get(k) is not None and k not in TAKES[t] + ("type",)]
     if extra:
-        raise NetfilterError("%s: %s do(es) not apply to a %s rule (it takes %s)" % (
-            where, ", ".join(extra), t, ", ".join(sorted(allowed))))
-    for name in ("source", "destination"):
-        if r.get(name) is not None:
-            r[name] = _net(where, name, r[name])
-    for name in ("to_source", "to_destination"):
-        if r.get(name) is not None:
-            r[name] = _net(where, name, r[name], host=True)
-    for name in ("in_interface", "out_interface"):
-        if r.get(name) is not None and not _IFNAME.match(r[name]):
-            raise NetfilterError("%s: %s=%r is not an interface name" % (where, name, r[name]))
-    for name in ("port", "to_port"):
-        if r.get(name) is not None and not 1 <= r[name] <= 65535:
-            raise NetfilterError("%s: %s=%s is out of range: it must be between 1 and 65535" % (where, name, r[name]))
-    if r.get("port") is not None and r.get("protocol") is None:
-        raise NetfilterError("%s: port needs protocol (tcp or udp)" % where)
-    need = {"snat": ["to_source"], "dnat": ["destination", "to_destination"], "mark": ["mark"],
-            "rate_limit": ["destination", "rate"], "accept": ["chain"]}.get(t, [])
-    missing = [n for n in need if r.get(n) is None]
+        raise NetfilterError("%s.%s does not apply when type is %s (it takes %s)" % (
+            where, extra[0], t, ", ".join(TAKES[t])))
+    return t
+
+
+def _rule(rule, index):
+    """One rule with every option present (None when unset), or NetfilterError naming rules[index].option."""
+    where = "rules[%d]" % index
+    t = _rule_type(rule, where)
+    r = dict.fromkeys(RULE_FIELDS)
+    r["type"] = t
+    for name in TAKES[t]:
+        if rule.get(name) is not None:
+            r[name] = _field("%s.%s" % (where, name), RULE_FIELDS[name], rule[name])
+    missing = [n for n in NEEDS.get(t, ()) if r[n] is None]
     if missing:
-        raise NetfilterError("%s: missing %s" % (where, ", ".join(missing)))
-    if t == "dnat" and r.get("to_port") is not None and r.get("protocol") is None:
-        raise NetfilterError("%s: to_port needs protocol (tcp or udp)" % where)
-    if t == "mark" and not 1 <= r["mark"] <= 0xFFFFFFFF:
-        raise NetfilterError("%s: mark=%s is out of range: it must be between 1 and 4294967295" % (where, r["mark"]))
-    if t == "rate_limit":
-        if not _RATE.match(str(r["rate"])):
-            raise NetfilterError("%s: rate=%r must look like 20/second (per second, minute, hour or day)" % (where, r["rate"]))
-        if r.get("burst") is None:
-            r["burst"] = DEFAULT_BURST
-        if not 1 <= r["burst"] <= 10000:
-            raise NetfilterError("%s: burst=%s is out of range: it must be between 1 and 10000" % (where, r["burst"]))
-    if r.get("comment") is not None and not re.match(r"^[A-Za-z0-9 _.,:/=+-]{1,64}$", r["comment"]):
-        raise NetfilterError("%s: comment=%r: up to 64 letters, digits, spaces and _.,:/=+-" % (where, r["comment"]))
+        raise NetfilterError("%s.%s is required when type is %s" % (where, missing[0], t))
+    for name in ("port", "to_port"):
+        if r[name] is not None and r["protocol"] is None:
+            raise NetfilterError("%s.%s needs %s.protocol (tcp or udp)" % (where, name, where))
+    if t == "rate_limit" and r["burst"] is None:
+        r["burst"] = DEFAULT_BURST
     return r
+
+
+def normalise_rules(rules):
+    """The rules of nat_rules, validated and normalised without touching the kernel or any file.
+
+    Takes the module's `rules` option as given (a list of dicts; integers may be ASCII-digit strings) and returns
+    a list of dicts with every option present (None when unset), addresses canonical and burst defaulted.
+    Raises NetfilterError naming the first bad value as rules[i].option.
+    """
+    if not isinstance(rules, list):
+        raise NetfilterError("rules must be a list of rules, not %r" % (rules,))
+    return [_rule(rule, i) for i, rule in enumerate(rules)]
 
 
 def place(rule):
@@ -213,7 +307,8 @@ def ipt_rule(r, index):
                   "%s/%s" % (r["rate"].split("/")[0], unit), "--hashlimit-burst", str(r["burst"]),
                   "--hashlimit-mode", "srcip", "--hashlimit-name", "lvs_nat_flood%d" % index]
     if r.get("comment"):
-        parts += ["-m", "comment", "--comment", '"%s"' % r["comment"] if " " in r["comment"] else r["comment"]]
+        comment = r["comment"]
+        parts += ["-m", "comment", "--comment", comment if _IPT_BARE.fullmatch(comment) else '"%s"' % comment]
     parts += {
         "masquerade": ["-j", "MASQUERADE"],
         "snat": ["-j", "SNAT", "--to-source", r.get("to_source") or ""],
@@ -302,7 +397,7 @@ class Nftables(object):
 
     def boot_text(self, rules):
         # "table {}" creates it when missing so that "delete table" cannot fail: one atomic transaction.
-        return "table %s {}\ndelete table %s\n%s" % (NFT_TABLE, NFT_TABLE, nft_text(rules))
+        return "%stable %s {}\ndelete table %s\n%s" % (BOOT_HEADER, NFT_TABLE, NFT_TABLE, nft_text(rules))
 
 
 class Iptables(object):
@@ -370,7 +465,11 @@ class Iptables(object):
 
     def boot_text(self, rules):
         # At boot the built-in chains have no jumps to ours yet.
-        return self._restore_text(rules, lambda *a: True)
+        return BOOT_HEADER + self._restore_text(rules, lambda *a: True)
+
+
+# Both nft -f and iptables-restore skip "#" lines; the header marks the file as the module's own (_persist.managed).
+BOOT_HEADER = "# Managed by lvs.nat.nat_rules: edits here are overwritten.\n"
 
 
 def backend(name):

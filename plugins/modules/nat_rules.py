@@ -21,6 +21,9 @@ description:
   - Before and after are read from the kernel's own listing, rule by rule.
   - Persistence is a rules file and a systemd unit (C(lvs-nat-rules.service)) that loads it at boot, after
     the distribution's firewall loaders, which may flush everything.
+  - Every value is checked before anything changes, in check mode too; a bad one fails the task with a message
+    naming it, such as C(rules[2].out_interface).
+  - Overlapping runs on one host take turns, through a lock in C(/run/lvs-nat/) held for the whole run (up to 60 s).
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -64,13 +67,13 @@ options:
         type: str
         choices: [tcp, udp]
       port:
-        description: Destination port.
-        type: int
+        description: Destination port, 1 to 65535; an integer or a string of ASCII digits.
+        type: raw
       in_interface:
-        description: Incoming interface.
+        description: Incoming interface, 1 to 15 ASCII letters, digits and C(_.:@+-).
         type: str
       out_interface:
-        description: Outgoing interface.
+        description: Outgoing interface, 1 to 15 ASCII letters, digits and C(_.:@+-).
         type: str
       to_source:
         description: Source address to write (V(snat)).
@@ -79,23 +82,25 @@ options:
         description: Destination address to write (V(dnat)).
         type: str
       to_port:
-        description: Destination port to write (V(dnat)), for port mapping.
-        type: int
+        description: Destination port to write (V(dnat)), for port mapping; 1 to 65535.
+        type: raw
       chain:
         description: V(input) for traffic to the director, V(forward) for traffic through it (V(accept)).
         type: str
         choices: [input, forward]
       mark:
-        description: Packet mark, 1 to 4294967295 (V(mark)).
-        type: int
+        description: Packet mark, 1 to 4294967295 (V(mark)); an integer or a string of ASCII digits.
+        type: raw
       rate:
-        description: Allowed new connections per source, such as V(20/second) (V(rate_limit)).
+        description:
+          - Allowed new connections per source, such as V(20/second) (V(rate_limit)).
+          - ASCII digits, a slash, then V(second), V(minute), V(hour) or V(day).
         type: str
       burst:
-        description: Connections allowed above the rate in a burst (V(rate_limit)); 5 when omitted.
-        type: int
+        description: Connections allowed above the rate in a burst (V(rate_limit)), 1 to 10000; 5 when omitted.
+        type: raw
       comment:
-        description: A comment kept with the rule in the kernel.
+        description: A comment kept with the rule in the kernel, up to 64 ASCII letters, digits, spaces and C(_.,:/=+-).
         type: str
   state:
     description:
@@ -115,11 +120,16 @@ options:
     type: bool
     default: true
   path:
-    description: The rules file this module owns.
+    description:
+      - The rules file this module owns.
+      - It goes into the unit's command line, so it must be an absolute path of ASCII letters, digits and
+        C(_./+,@=:-) only; anything else is refused before any change.
     type: path
     default: /etc/lvs-nat/nat-rules
   unit_path:
-    description: The systemd unit this module owns; it is enabled for C(multi-user.target).
+    description:
+      - The systemd unit this module owns; it is enabled for C(multi-user.target).
+      - The same characters as O(path) only.
     type: path
     default: /etc/systemd/system/lvs-nat-rules.service
 notes:
@@ -212,16 +222,16 @@ RULE_SPEC = dict(
     source=dict(type="str"),
     destination=dict(type="str"),
     protocol=dict(type="str", choices=["tcp", "udp"]),
-    port=dict(type="int"),
+    port=dict(type="raw"),
     in_interface=dict(type="str"),
     out_interface=dict(type="str"),
     to_source=dict(type="str"),
     to_destination=dict(type="str"),
-    to_port=dict(type="int"),
+    to_port=dict(type="raw"),
     chain=dict(type="str", choices=["input", "forward"]),
-    mark=dict(type="int"),
+    mark=dict(type="raw"),
     rate=dict(type="str"),
-    burst=dict(type="int"),
+    burst=dict(type="raw"),
     comment=dict(type="str"),
 )
 
@@ -247,7 +257,24 @@ def _keyed(chains):
 
 def run(module):
     p = module.params
-    rules = [nf.normalise_rule(r, i) for i, r in enumerate(p["rules"])]
+    # Both paths are written into files the module owns (the unit's ExecStart=): refuse before any change.
+    for option in ("path", "unit_path"):
+        problem = _persist.path_problem(p[option], option)
+        if problem:
+            raise nf.NetfilterError(problem)
+    rules = nf.normalise_rules(p["rules"])
+    with _persist.lock("nat_rules"):
+        return apply(module, rules)
+
+
+def apply(module, rules):
+    """Read, plan and apply, under the lock: the kernel's rules and the owned files as one change."""
+    p = module.params
+    # Replace or remove only files that carry the collection's header (0.1.0 wrote the rules file without one).
+    foreign = _persist.foreign_problems([("path", p["path"]), ("unit_path", p["unit_path"])],
+                                        also=("table inet lvs_nat {}", "*nat"))
+    if foreign:
+        raise nf.NetfilterError("; ".join(foreign))
     b = nf.backend(nf.detect(p["backend"]))
     current = b.current()
     present = p["state"] == "present"
@@ -292,7 +319,7 @@ def main():
     module = build_module()
     try:
         module.exit_json(**run(module))
-    except nf.NetfilterError as e:
+    except (nf.NetfilterError, _persist.PersistError) as e:
         module.fail_json(msg=str(e))
     except (IOError, OSError) as e:
         module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))
