@@ -17,6 +17,12 @@ notes:
   - The modules talk to the kernel over generic netlink and read back what the kernel holds.
     C(ipvsadm) is not needed.
   - Check mode loads no kernel module and changes nothing.
+  - Where the kernel refuses an operation of a run that changes the IPVS table, the operations the run had already
+    applied are undone (an add by a delete, an edit by editing the entry back, a delete by adding the entry as it was,
+    with its real servers, though with zeroed counters). The failure's message names the refused operation, what was
+    rolled back and what could not be; the result also lists them in C(applied), C(rolled_back) and C(not_rolled_back).
+  - A kernel error while reading, or no answer from the kernel within 30 seconds, fails the task with a message
+    naming the read.
 """
 
     # The identity of a virtual service, as top-level options.
@@ -30,7 +36,9 @@ options:
     choices: [sctp, tcp, udp]
   address:
     description:
-      - Virtual IP address (VIP) of the service, IPv4 or IPv6.
+      - Virtual IP address (VIP) of the service, IPv4 or IPv6, in plain notation (no C(%zone)).
+      - Not the unspecified address (V(0.0.0.0), V(::)), a multicast address, V(255.255.255.255) or an IPv6
+        link-local address.
       - One of O(address) (with O(port)) or O(fwmark) is required.
     type: str
   port:

@@ -68,7 +68,14 @@ _U16, _U32, _U64, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struc
 
 
 class IPVSError(KernelError):
-    """A kernel or environment failure, with the errno where the kernel gave one."""
+    """A kernel or environment failure, with the errno where the kernel gave one.
+
+    details: more of the failure for the module's result (the operations applied and rolled back).
+    """
+
+    def __init__(self, msg, code=None, **details):
+        super(IPVSError, self).__init__(msg, code)
+        self.details = details
 
 
 # ---------------------------------------------------------------- codec (pure, unit tested)
@@ -261,6 +268,36 @@ def describe_failure(op, code):
     return "Failed to %s: %s (errno %d)" % (describe_op(op), strerror(code), code)
 
 
+def service_id(svc):
+    """A service's identity, hashable: what the user's key gives and the kernel reports."""
+    return (svc["family"], svc["fwmark"], svc["protocol"], svc["address"], svc["port"])
+
+
+def dest_id(d):
+    return (d["address"], d["port"])
+
+
+def inverse_ops(op, before):
+    """The operations that undo op, given before (service id -> the service with its real servers as
+    they were); None where the entry as it was is unknown."""
+    cmd, svc, dest = op
+    old_svc = before.get(service_id(svc))
+    if cmd == CMD_NEW_SERVICE:
+        return [(CMD_DEL_SERVICE, svc, None)]
+    if cmd == CMD_DEL_SERVICE:
+        old = old_svc or svc
+        return [(CMD_NEW_SERVICE, old, None)] + [(CMD_NEW_DEST, old, d) for d in old.get("real_servers", [])]
+    if cmd == CMD_SET_SERVICE:
+        return [(CMD_SET_SERVICE, old_svc, None)] if old_svc else None
+    if cmd == CMD_NEW_DEST:
+        return [(CMD_DEL_DEST, svc, dest)]
+    old_dests = dict((dest_id(d), d) for d in (old_svc or {}).get("real_servers", []))
+    old = old_dests.get(dest_id(dest)) or (dest if cmd == CMD_DEL_DEST and "forwarding" in dest else None)
+    if old is None:
+        return None
+    return [(CMD_NEW_DEST if cmd == CMD_DEL_DEST else CMD_SET_DEST, svc, old)]
+
+
 # ---------------------------------------------------------------- kernel modules
 
 class Session(object):
@@ -302,14 +339,22 @@ class IPVS(object):
     """The IPVS generic netlink family on one socket."""
 
     BATCH = 512  # requests per send
+    TIMEOUT = 30  # seconds to wait for each answer of the kernel
+    silence = "no answer from the kernel"  # why the last batch's answers are missing
 
     def __init__(self):
-        self._genl = GenericNetlinkSocket()
+        try:
+            self._genl = GenericNetlinkSocket()
+        except OSError as e:
+            raise IPVSError("Failed to open a generic netlink socket: %s (errno %s)" % (e.strerror or e, e.errno), e.errno) from e
         try:
             self._genl.bind("IPVS", genlmsg)
         except NetlinkError as e:
             self._genl.close()
             raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e, e.code) from e
+        except OSError as e:
+            self._genl.close()
+            raise IPVSError("Failed to resolve the IPVS netlink family: %s (errno %s)" % (e.strerror or e, e.errno), e.errno) from e
         self.family = self._genl.prid
         self._sock = self._genl.asyncore.socket
         self._seq = 1 << 20  # clear of the sequence numbers pyroute2 used to bind
@@ -328,52 +373,80 @@ class IPVS(object):
         return self._seq, _HDR.pack(_HDR.size + len(payload), self.family, flags, self._seq, 0, cmd, 1, 0) + payload
 
     def _replies(self):
-        """Yield (seq, type, flags, body) for every netlink message the kernel sends back."""
+        """Yield (seq, type, flags, body) for every netlink message the kernel sends back.
+
+        Raises _NoAnswer when nothing arrives within TIMEOUT seconds: a blocking recv() would wait forever.
+        """
         while True:
-            select.select([self._sock], [], [], 30)
+            if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
+                raise _NoAnswer()
             data = self._sock.recv(1 << 20)
             off = 0
             while off + 16 <= len(data):
                 n, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
                 yield seq, kind, flags, data[off + 16:off + n]
-                off += (n + 3) & ~3
+                off += max((n + 3) & ~3, 16)
 
-    def _request(self, cmd, payload=b"", dump=False):
-        """One request; the parsed attribute dicts of its replies (several for a dump)."""
+    def _request(self, what, cmd, payload=b"", dump=False):
+        """One request; the parsed attribute dicts of its replies (several for a dump).
+
+        Every failure, a refusal, a socket error or no answer, is an IPVSError "Failed to <what>: ...".
+        """
         seq, frame = self._frame(cmd, payload, NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK))
-        self._sock.send(frame)
+        try:
+            self._sock.send(frame)
+            return self._answer(seq, dump)
+        except _NoAnswer:
+            raise IPVSError("Failed to %s: no answer from the kernel within %d s" % (what, self.TIMEOUT), errno.ETIMEDOUT) from None
+        except _Refused as e:
+            raise IPVSError("Failed to %s: %s (errno %d)" % (what, strerror(e.code), e.code), e.code) from None
+        except OSError as e:
+            raise IPVSError("Failed to %s: %s (errno %s)" % (what, e.strerror or e, e.errno), e.errno) from e
+
+    def _answer(self, seq, dump):
         out = []
         for rseq, kind, _flags, body in self._replies():
             if rseq != seq:
                 continue
-            if kind == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", body)[0]
-                if code:
-                    raise NetlinkError(code)
-                return out
-            if kind == NLMSG_DONE:
+            # An ack or refusal carries -errno; a dump ends with NLMSG_DONE carrying 0 or -errno.
+            code = -struct.unpack_from("=i", body)[0] if kind in (NLMSG_ERROR, NLMSG_DONE) and len(body) >= 4 else 0
+            if code > 0:
+                raise _Refused(code)
+            if kind in (NLMSG_ERROR, NLMSG_DONE):
                 return out
             out.append(parse_attrs(body, 4))
             if not dump:
                 return out
 
+    def _read(self, what, cmd, payload=b"", dump=False, decode=lambda a: a):
+        """A read request, its replies decoded; a reply the decoder cannot read is an IPVSError too."""
+        replies = self._request(what, cmd, payload, dump)
+        try:
+            return [decode(m) for m in replies]
+        except (KeyError, IndexError, ValueError, struct.error) as e:
+            raise IPVSError("Failed to %s: the kernel's answer lacks or garbles an attribute (%r)" % (what, e)) from e
+
     # -- reads
     def services(self):
-        return [decode_service(parse_attrs(m[CMD_ATTR_SERVICE])) for m in self._request(CMD_GET_SERVICE, dump=True)]
+        return self._read("read the IPVS services", CMD_GET_SERVICE, dump=True,
+                          decode=lambda m: decode_service(parse_attrs(m[CMD_ATTR_SERVICE])))
 
     def service(self, svc):
         """The kernel's entry for svc's key, or None."""
         try:
-            replies = self._request(CMD_GET_SERVICE, encode_service(svc, key_only=True))
-        except NetlinkError as e:
+            replies = self._read("read service %s" % describe_service(svc), CMD_GET_SERVICE,
+                                 encode_service(svc, key_only=True),
+                                 decode=lambda m: decode_service(parse_attrs(m[CMD_ATTR_SERVICE])))
+        except IPVSError as e:
             if e.code in (errno.ESRCH, errno.ENOENT):
                 return None
-            raise IPVSError("Failed to read service %s: %s (errno %d)" % (describe_service(svc), strerror(e.code), e.code), e.code) from e
-        return decode_service(parse_attrs(replies[0][CMD_ATTR_SERVICE])) if replies else None
+            raise
+        return replies[0] if replies else None
 
     def dests(self, svc):
-        replies = self._request(CMD_GET_DEST, encode_service(svc, key_only=True), dump=True)
-        return [decode_dest(parse_attrs(m[CMD_ATTR_DEST])) for m in replies]
+        return self._read("read the real servers of %s" % describe_service(svc), CMD_GET_DEST,
+                          encode_service(svc, key_only=True), dump=True,
+                          decode=lambda m: decode_dest(parse_attrs(m[CMD_ATTR_DEST])))
 
     def table(self):
         """Every service with its real servers, as the kernel holds them."""
@@ -384,54 +457,127 @@ class IPVS(object):
         return out
 
     def timeouts(self):
-        a = self._request(CMD_GET_CONFIG)[0]
-        return {"tcp": _U32.unpack(a[CMD_ATTR_TIMEOUT_TCP])[0], "tcp_fin": _U32.unpack(a[CMD_ATTR_TIMEOUT_TCP_FIN])[0],
-                "udp": _U32.unpack(a[CMD_ATTR_TIMEOUT_UDP])[0]}
+        return self._read("read the IPVS timeouts", CMD_GET_CONFIG, decode=lambda a: {
+            "tcp": _U32.unpack(a[CMD_ATTR_TIMEOUT_TCP])[0], "tcp_fin": _U32.unpack(a[CMD_ATTR_TIMEOUT_TCP_FIN])[0],
+            "udp": _U32.unpack(a[CMD_ATTR_TIMEOUT_UDP])[0]})[0]
 
     def info(self):
-        a = self._request(CMD_GET_INFO)[0]
-        v = _U32.unpack(a[INFO_VERSION])[0]
-        return {"version": "%d.%d.%d" % (v >> 16, (v >> 8) & 0xFF, v & 0xFF),
-                "conn_tab_size": _U32.unpack(a[INFO_CONN_TAB_SIZE])[0]}
+        def decode(a):
+            v = _U32.unpack(a[INFO_VERSION])[0]
+            return {"version": "%d.%d.%d" % (v >> 16, (v >> 8) & 0xFF, v & 0xFF),
+                    "conn_tab_size": _U32.unpack(a[INFO_CONN_TAB_SIZE])[0]}
+        return self._read("read the IPVS version", CMD_GET_INFO, decode=decode)[0]
 
     # -- writes
     def set_timeouts(self, tcp, tcp_fin, udp):
         """ipvsadm --set; pyroute2 has no call for it. 0 leaves a timeout as it is."""
         payload = (_nla(CMD_ATTR_TIMEOUT_TCP, _U32.pack(tcp)) + _nla(CMD_ATTR_TIMEOUT_TCP_FIN, _U32.pack(tcp_fin))
                    + _nla(CMD_ATTR_TIMEOUT_UDP, _U32.pack(udp)))
-        try:
-            self._request(CMD_SET_CONFIG, payload)
-        except NetlinkError as e:
-            raise IPVSError("Failed to set the IPVS timeouts: %s (errno %d)" % (strerror(e.code), e.code), e.code) from e
+        self._request("set the IPVS timeouts", CMD_SET_CONFIG, payload)
 
-    def apply(self, ops):
+    def _exchange(self, ops):
+        """Send ops, many per send; [(op, code)] in order: 0 applied, errno refused, None unanswered.
+
+        The kernel handles every request of a send, also those after a refusal.
+        """
+        codes = [None] * len(ops)
+        for start in range(0, len(ops), self.BATCH):
+            frames, pending = [], {}
+            for i in range(start, min(start + self.BATCH, len(ops))):
+                seq, frame = self._op_frame(ops[i])
+                frames.append(frame)
+                pending[seq] = i
+            try:
+                self._sock.send(b"".join(frames))
+            except OSError as e:  # nothing of this batch reached the kernel: each request failed
+                for i in pending.values():
+                    codes[i] = e.errno or errno.EIO
+                break
+            if not self._acks(pending, codes):
+                break
+        return list(zip(ops, codes))
+
+    def _op_frame(self, op):
+        cmd, svc, dest = op
+        payload = encode_service(svc, key_only=dest is not None or cmd == CMD_DEL_SERVICE)
+        if dest is not None:
+            payload += encode_dest(dest, key_only=cmd == CMD_DEL_DEST)
+        flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if cmd in (CMD_NEW_SERVICE, CMD_NEW_DEST) else 0)
+        return self._frame(cmd, payload, flags)
+
+    def _acks(self, pending, codes):
+        """Read the acks of pending (seq -> index) into codes; False when some never came (self.silence says why)."""
+        try:
+            for seq, kind, _flags, body in self._replies():
+                if kind == NLMSG_ERROR and seq in pending:
+                    codes[pending.pop(seq)] = -struct.unpack_from("=i", body)[0]
+                    if not pending:
+                        return True
+        except _NoAnswer:
+            self.silence = "no answer from the kernel within %d s" % self.TIMEOUT
+        except OSError as e:  # the kernel got the batch: what it did with the unanswered requests is unknown
+            self.silence = "the answers were lost (%s, errno %s)" % (e.strerror or e, e.errno)
+        return False
+
+    def apply(self, ops, before=()):
         """Apply (cmd, service, dest-or-None) operations in order, many per send.
 
-        The kernel handles every request in a send even after one fails, so a batch stops
-        being sent after the first refusal and that refusal is raised, naming its operation.
+        A batch stops being sent after the first refusal. Then every operation the kernel applied is
+        undone by its inverse (before: the services, with their real servers, the plan was made from),
+        and the IPVSError names the refusal, what was rolled back and what could not be.
         """
+        applied = []
         for start in range(0, len(ops), self.BATCH):
-            chunk = ops[start:start + self.BATCH]
-            frames, seqs = [], {}
-            for op in chunk:
-                cmd, svc, dest = op
-                payload = encode_service(svc, key_only=dest is not None or cmd == CMD_DEL_SERVICE)
-                if dest is not None:
-                    payload += encode_dest(dest, key_only=cmd == CMD_DEL_DEST)
-                flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if cmd in (CMD_NEW_SERVICE, CMD_NEW_DEST) else 0)
-                seq, frame = self._frame(cmd, payload, flags)
-                frames.append(frame)
-                seqs[seq] = op
-            self._sock.send(b"".join(frames))
-            first_error = None
-            for seq, kind, _flags, body in self._replies():
-                if kind != NLMSG_ERROR or seq not in seqs:
-                    continue
-                op = seqs.pop(seq)
-                code = -struct.unpack_from("=i", body)[0]
-                if code and first_error is None:
-                    first_error = (op, code)
-                if not seqs:
-                    break
-            if first_error:
-                raise IPVSError(describe_failure(*first_error), first_error[1])
+            results = self._exchange(ops[start:start + self.BATCH])
+            applied += [op for op, code in results if code == 0]
+            failed = [(op, code) for op, code in results if code != 0]
+            if failed:
+                raise self._failure(failed, applied, dict((service_id(s), s) for s in before))
+
+    def _failure(self, failed, applied, before):
+        op, code = failed[0]
+        unanswered = [describe_op(o) for o, c in failed if c is None]
+        details = dict(applied=[describe_op(o) for o in applied], unanswered=unanswered, rolled_back=[], not_rolled_back=[])
+        if code is None:
+            # Nothing answers: undoing would wait for the same silence. Say what is known.
+            msg = "Failed to %s: %s; %s" % (describe_op(op), self.silence, _listing("applied and not rolled back", details["applied"]))
+            details.update(not_rolled_back=details["applied"], changed=bool(applied))
+            return IPVSError(msg + "; unknown whether applied: %s." % "; ".join(unanswered), errno.ETIMEDOUT, **details)
+        rolled, not_rolled = self.roll_back(applied, before)
+        # changed: the kernel holds something this run did, which a rollback could not undo.
+        details.update(rolled_back=rolled, not_rolled_back=[what for what, _why in not_rolled], changed=bool(not_rolled))
+        msg = describe_failure(op, code)
+        if not applied:
+            return IPVSError(msg + ". Nothing had been applied: the table is as the task found it.", code, **details)
+        msg += ". %s" % _listing("rolled back (the kernel had applied them)", rolled)
+        if not_rolled:
+            msg += "; COULD NOT ROLL BACK, still applied: %s" % "; ".join("%s (%s)" % pair for pair in not_rolled)
+        else:
+            msg += ": the table is as the task found it"
+        return IPVSError(msg + ".", code, **details)
+
+    def roll_back(self, applied, before):
+        """Undo applied operations, the last first. ([undone op], [(op not undone, why)]) as text."""
+        undo = [(op, inverse_ops(op, before)) for op in reversed(applied)]
+        flat = [(n, inv) for n, (_op, invs) in enumerate(undo) for inv in invs or []]
+        results = self._exchange([inv for _n, inv in flat])
+        why = dict((n, "its entry as it was is unknown") for n, (_op, invs) in enumerate(undo) if invs is None)
+        for (n, inv), (_inv, code) in zip(flat, results):
+            if code and n not in why:
+                why[n] = "%s: %s" % (describe_op(inv), "no answer" if code is None else "%s (errno %d)" % (strerror(code), code))
+        rolled = [describe_op(op) for n, (op, _invs) in enumerate(undo) if n not in why]
+        return rolled, [(describe_op(op), why[n]) for n, (op, _invs) in enumerate(undo) if n in why]
+
+
+class _NoAnswer(Exception):
+    """The kernel did not answer within IPVS.TIMEOUT."""
+
+
+class _Refused(Exception):
+    def __init__(self, code):
+        super(_Refused, self).__init__(code)
+        self.code = code
+
+
+def _listing(what, items):
+    return "%d operation%s %s: %s" % (len(items), "" if len(items) == 1 else "s", what, "; ".join(items) or "none")

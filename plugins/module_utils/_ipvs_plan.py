@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs import (
     CMD_DEL_DEST,
@@ -27,12 +29,18 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs import (
     PROTOCOLS,
     SCHED_FLAGS,
     SCHEDULERS,
-    IPVSError,
+    KernelError,
     describe_dest,
     describe_service,
+    dest_id,
+    service_id,
 )
+from ansible_collections.lvs.nat.plugins.module_utils._persist import PersistError
 
 MAX_U16, MAX_I32, MAX_U32 = 65535, 2 ** 31 - 1, 2 ** 32 - 1
+# ipvsadm refuses a persistence timeout above 31 days, so a saved table with a longer one stops
+# ipvsadm-restore at that line; the kernel itself wraps values above about 4.29 million seconds.
+MAX_PERSISTENCE = 31 * 86400
 ALL_SCHED_FLAGS = sorted(f for flags in SCHED_FLAGS.values() for f in flags)
 
 SERVICE_KEY_SPEC = dict(
@@ -74,16 +82,59 @@ class InvalidInput(ValueError):
     """Bad input, found before anything changes; the message names the option."""
 
 
+def _show(value):
+    """A value as a message shows it: repr, cut short (a 10 kB string makes no better message)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _int_range(name, value, low, high):
     if value is not None and not low <= value <= high:
         raise InvalidInput("%s=%s is out of range: it must be between %d and %d" % (name, value, low, high))
 
 
-def _ip(name, value):
+def _integer(name, value):
+    """An integer option as AnsibleModule gives it; text of ASCII digits as the controller-side preflight may."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,20}", value, re.ASCII):
+        return int(value)
+    raise InvalidInput("%s=%s is not an integer" % (name, _show(value)))
+
+
+def _choice(name, value, choices):
+    if value is not None and (not isinstance(value, str) or value not in choices):
+        raise InvalidInput("%s=%s is not one of: %s" % (name, _show(value), ", ".join(sorted(choices))))
+    return value
+
+
+def _flag(name, value):
+    if value is None:
+        return None
     try:
-        return _parse_ip(value)
+        return boolean(value, strict=True)
+    except TypeError:
+        raise InvalidInput("%s=%s is not a boolean" % (name, _show(value))) from None
+
+
+# Address text: ASCII hex digits, dots and colons only (no zone, no space, no other digits).
+_ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}", re.ASCII)
+
+
+def _ip(name, value):
+    if isinstance(value, str) and "%" in value:
+        raise InvalidInput("%s=%s is a scoped address: IPVS keeps no zone (it would take %s for it), so an "
+                           "address with %%zone cannot be used" % (name, _show(value), _show(value.split("%", 1)[0])))
+    try:
+        if not isinstance(value, str) or not _ADDRESS_TEXT.fullmatch(value):
+            raise ValueError(value)
+        ip = _parse_ip(value)
     except ValueError:
-        raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (name, value)) from None
+        raise InvalidInput("%s=%s is not an IPv4 or IPv6 address" % (name, _show(value))) from None
+    if ip.version == 4 and str(ip) != value:
+        # 010.0.0.1: some Python versions read the leading zero as decimal, ipvsadm and inet_aton as octal.
+        raise InvalidInput("%s=%s is not an IPv4 address in dotted decimal without leading zeros" % (name, _show(value)))
+    return ip
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,44 +143,94 @@ def _parse_ip(value):
     return ipaddress.ip_address(value)
 
 
+def _unusable(ip):
+    """Why an address can be neither a virtual service nor a real server, or None."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if ip.version == 6 and ip.is_link_local:
+        return "an IPv6 link-local address, which needs a zone that IPVS does not keep"
+    return None
+
+
 def service_key(params, where=""):
     """The kernel's identity of a service: fwmark + family, or protocol + address + port."""
     p = where
-    if params.get("fwmark") is not None:
-        _int_range(p + "fwmark", params["fwmark"], 1, MAX_U32)
-        return dict(family=params.get("family") or "ipv4", fwmark=params["fwmark"], protocol=None, address=None, port=None)
+    family = _choice(p + "family", params.get("family"), ("ipv4", "ipv6"))
+    fwmark = _integer(p + "fwmark", params.get("fwmark"))
+    if fwmark is not None:
+        _int_range(p + "fwmark", fwmark, 1, MAX_U32)
+        return dict(family=family or "ipv4", fwmark=fwmark, protocol=None, address=None, port=None)
+    if params.get("address") is None:
+        raise InvalidInput("%saddress or %sfwmark is required" % (p, p))
     ip = _ip(p + "address", params["address"])
-    family = "ipv6" if ip.version == 6 else "ipv4"
-    if params.get("family") and params["family"] != family:
-        raise InvalidInput("%sfamily=%s does not match %saddress=%s, an %s address" % (p, params["family"], p, ip, family))
-    if ip.is_multicast or ip.is_unspecified:
-        raise InvalidInput("%saddress=%s cannot be a virtual service address" % (p, ip))
-    _int_range(p + "port", params["port"], 0, MAX_U16)
-    return dict(family=family, fwmark=0, protocol=params.get("protocol") or "tcp", address=str(ip), port=params["port"])
+    ip_family = "ipv6" if ip.version == 6 else "ipv4"
+    if family and family != ip_family:
+        raise InvalidInput("%sfamily=%s does not match %saddress=%s, an %s address" % (p, family, p, ip, ip_family))
+    why = _unusable(ip)
+    if why:
+        raise InvalidInput("%saddress=%s cannot be a virtual service address: it is %s" % (p, ip, why))
+    port = _integer(p + "port", params.get("port"))
+    if port is None:
+        raise InvalidInput("%sport is required with %saddress" % (p, p))
+    _int_range(p + "port", port, 0, MAX_U16)
+    protocol = _choice(p + "protocol", params.get("protocol"), PROTOCOLS)
+    return dict(family=ip_family, fwmark=0, protocol=protocol or "tcp", address=str(ip), port=port)
+
+
+def _service_options(params, max_prefix):
+    """The service settings the user set, checked and converted; None for those left out."""
+    given = dict(
+        scheduler=_choice("scheduler", params.get("scheduler"), SCHEDULERS),
+        scheduler_flags=params.get("scheduler_flags"),
+        persistence_timeout=_integer("persistence_timeout", params.get("persistence_timeout")),
+        persistence_prefix=_integer("persistence_prefix", params.get("persistence_prefix")),
+        one_packet=_flag("one_packet", params.get("one_packet")),
+    )
+    flags = given["scheduler_flags"]
+    if flags is not None:
+        if not isinstance(flags, (list, tuple)):
+            raise InvalidInput("scheduler_flags=%s is not a list" % _show(flags))
+        for i, flag in enumerate(flags):
+            _choice("scheduler_flags[%d]" % i, flag, ALL_SCHED_FLAGS)
+        given["scheduler_flags"] = list(flags)
+    _int_range("persistence_timeout", given["persistence_timeout"], 0, MAX_PERSISTENCE)
+    _int_range("persistence_prefix", given["persistence_prefix"], 1, max_prefix)
+    return given
 
 
 def desired_service(params, current):
-    """The service the user asked for: set options win, the rest keeps current or defaults."""
+    """The service the user asked for: set options win, the rest keeps current or defaults.
+
+    Needs no kernel: current=None checks the options as for a service to be created.
+    """
     svc = service_key(params)
     max_prefix = 128 if svc["family"] == "ipv6" else 32
+    given = _service_options(params, max_prefix)
     base = dict(SERVICE_DEFAULTS, persistence_prefix=max_prefix)
     if current:
         base.update((k, current[k]) for k in SERVICE_FIELDS)
     for k in SERVICE_FIELDS:
-        svc[k] = params[k] if params.get(k) is not None else base[k]
+        svc[k] = given[k] if given[k] is not None else base[k]
     # Flags and the persistence mask belong to a scheduler and to persistence: reset them
     # when those change and the user did not restate them.
-    if params.get("scheduler_flags") is None and current and svc["scheduler"] != current["scheduler"]:
+    if given["scheduler_flags"] is None and current and svc["scheduler"] != current["scheduler"]:
         svc["scheduler_flags"] = []
-    if params.get("persistence_prefix") is None and not svc["persistence_timeout"]:
+    if given["persistence_prefix"] is None and not svc["persistence_timeout"]:
         svc["persistence_prefix"] = max_prefix
     svc["scheduler_flags"] = sorted(set(svc["scheduler_flags"]))
+    _check_service(svc, given)
+    return svc
 
-    _int_range("persistence_timeout", params.get("persistence_timeout"), 0, MAX_I32)
-    _int_range("persistence_prefix", params.get("persistence_prefix"), 1, max_prefix)
-    if params.get("persistence_prefix") is not None and not svc["persistence_timeout"]:
+
+def _check_service(svc, given):
+    """Relations between a service's fields, once every field has its value."""
+    if given["persistence_prefix"] is not None and not svc["persistence_timeout"]:
         raise InvalidInput("persistence_prefix=%s needs persistence_timeout: the mask groups clients of a persistent "
-                           "service only" % params["persistence_prefix"])
+                           "service only" % given["persistence_prefix"])
     bad = [f for f in svc["scheduler_flags"] if f not in SCHED_FLAGS.get(svc["scheduler"], {})]
     if bad:
         raise InvalidInput("scheduler_flags=%s do not fit scheduler=%s (%s)" % (
@@ -142,30 +243,52 @@ def desired_service(params, current):
     if svc["port"] == 0 and not svc["persistence_timeout"]:
         raise InvalidInput("port=0 (all ports) needs persistence_timeout: the kernel accepts a port-0 service "
                            "only when it is persistent")
-    return svc
 
 
-def desired_dest(entry, svc, have, where="real server"):
-    """A real server as asked; unset options keep the kernel's values (have: id -> dest) or defaults."""
-    ip = _ip("%s address" % where, entry["address"])
+def _dest_options(entry, where):
+    """A real server's settings the user set, checked and converted; None for those left out."""
+    given = dict(
+        port=_integer("%s port" % where, entry.get("port")),
+        forwarding=_choice("%s forwarding" % where, entry.get("forwarding"), ("masq", "route", "tunnel")),
+        weight=_integer("%s weight" % where, entry.get("weight")),
+        upper_threshold=_integer("%s upper_threshold" % where, entry.get("upper_threshold")),
+        lower_threshold=_integer("%s lower_threshold" % where, entry.get("lower_threshold")),
+    )
+    _int_range("%s port" % where, given["port"], 0, MAX_U16)
+    _int_range("%s weight" % where, given["weight"], 0, MAX_U16)
+    _int_range("%s upper_threshold" % where, given["upper_threshold"], 0, MAX_I32)
+    _int_range("%s lower_threshold" % where, given["lower_threshold"], 0, MAX_I32)
+    return given
+
+
+def _dest_address(entry, svc, where):
+    ip = _ip("%s address" % where, entry.get("address"))
+    why = _unusable(ip)
+    if why:
+        raise InvalidInput("%s address=%s cannot be a real server address: it is %s" % (where, ip, why))
     family = "ipv6" if ip.version == 6 else "ipv4"
     if family != svc["family"]:
         raise InvalidInput("%s address=%s is %s but the service %s is %s" % (
             where, ip, family, describe_service(svc), svc["family"]))
-    port = entry.get("port")
+    return str(ip)
+
+
+def desired_dest(entry, svc, have, where="real server"):
+    """A real server as asked; unset options keep the kernel's values (have: id -> dest) or defaults."""
+    if not isinstance(entry, dict):
+        raise InvalidInput("%s=%s is not a dict with address, port, ..." % (where, _show(entry)))
+    address = _dest_address(entry, svc, where)
+    given = _dest_options(entry, where)
+    port = given["port"]
     if port is None:
         port = svc["port"] if not svc["fwmark"] else 0  # fwmark: 0 keeps each packet's port
-    _int_range("%s port" % where, port, 0, MAX_U16)
-    dest = dict(address=str(ip), port=port)
+    dest = dict(address=address, port=port)
     base = dict(DEST_DEFAULTS)
     current = have.get(dest_id(dest))
     if current:
         base.update((k, current[k]) for k in DEST_FIELDS)
     for k in DEST_FIELDS:
-        dest[k] = entry[k] if entry.get(k) is not None else base[k]
-    _int_range("%s weight" % where, entry.get("weight"), 0, MAX_U16)
-    _int_range("%s upper_threshold" % where, entry.get("upper_threshold"), 0, MAX_I32)
-    _int_range("%s lower_threshold" % where, entry.get("lower_threshold"), 0, MAX_I32)
+        dest[k] = given[k] if given[k] is not None else base[k]
     if dest["lower_threshold"] > dest["upper_threshold"]:
         raise InvalidInput("%s %s: lower_threshold=%s exceeds upper_threshold=%s (the kernel refuses it; with no "
                            "upper threshold, 0, there can be no lower one)" % (
@@ -177,7 +300,9 @@ def desired_dest(entry, svc, have, where="real server"):
 
 
 def desired_dests(entries, svc, current_dests):
-    """The listed real servers, normalised; a server listed twice is an error."""
+    """The listed real servers, normalised; a server listed twice is an error. Needs no kernel: current_dests=None."""
+    if not isinstance(entries, (list, tuple)):
+        raise InvalidInput("real_servers=%s is not a list" % _show(entries))
     have = dict((dest_id(d), d) for d in current_dests or [])
     out, seen = [], set()
     for i, entry in enumerate(entries):
@@ -187,10 +312,6 @@ def desired_dests(entries, svc, current_dests):
         seen.add(dest_id(dest))
         out.append(dest)
     return out
-
-
-def dest_id(d):
-    return (d["address"], d["port"])
 
 
 def config_view(svc):
@@ -228,25 +349,27 @@ def plan_service(current, desired, dests_wanted, purge):
         ops.append((CMD_SET_SERVICE, desired, None))
     after_dests = dict(have)
     if dests_wanted is not None:
-        want = dict((dest_id(d), d) for d in dests_wanted)
-        if purge:
-            for key in sorted(set(have) - set(want)):
-                ops.append((CMD_DEL_DEST, desired, have[key]))
-                del after_dests[key]
-        for d in dests_wanted:
-            old = have.get(dest_id(d))
-            if old is None:
-                ops.append((CMD_NEW_DEST, desired, d))
-            elif any(old[k] != d[k] for k in DEST_FIELDS):
-                ops.append((CMD_SET_DEST, desired, d))
-            after_dests[dest_id(d)] = dict(old or {}, **d)
+        ops += _plan_dests(desired, have, dests_wanted, purge, after_dests)
     after = dict(desired, real_servers=sorted(after_dests.values(), key=dest_order))
     return ops, after
 
 
-def service_id(svc):
-    """A service's identity, hashable: what service_key() gives and the kernel reports."""
-    return (svc["family"], svc["fwmark"], svc["protocol"], svc["address"], svc["port"])
+def _plan_dests(svc, have, dests_wanted, purge, after_dests):
+    """Operations on svc's real servers (have: id -> kernel's); after_dests (id -> dest) updated to the result."""
+    ops = []
+    want = dict((dest_id(d), d) for d in dests_wanted)
+    if purge:
+        for key in sorted(set(have) - set(want)):
+            ops.append((CMD_DEL_DEST, svc, have[key]))
+            del after_dests[key]
+    for d in dests_wanted:
+        old = have.get(dest_id(d))
+        if old is None:
+            ops.append((CMD_NEW_DEST, svc, d))
+        elif any(old[k] != d[k] for k in DEST_FIELDS):
+            ops.append((CMD_SET_DEST, svc, d))
+        after_dests[dest_id(d)] = dict(old or {}, **d)
+    return ops
 
 
 def plan_table(current, entries, purge_services, purge_real_servers):
@@ -297,7 +420,7 @@ def run_module(build_module, run):
         module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
     try:
         module.exit_json(**run(module))
-    except InvalidInput as e:
+    except (InvalidInput, PersistError) as e:  # PersistError: an owned file's lock not taken in time
         module.fail_json(msg=str(e))
-    except IPVSError as e:
-        module.fail_json(msg=str(e), errno=e.code)
+    except KernelError as e:  # IPVSError, or modprobe's failure to load a kernel module
+        module.fail_json(msg=str(e), errno=e.code, **getattr(e, "details", {}))

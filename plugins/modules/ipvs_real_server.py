@@ -55,7 +55,8 @@ options:
         choices: [ipv4, ipv6]
   address:
     description:
-      - The real server's IP address (RIP), of the service's address family.
+      - The real server's IP address (RIP), of the service's address family, in plain notation (no C(%zone)).
+      - Not the unspecified address, a multicast address, V(255.255.255.255) or an IPv6 link-local address.
     type: str
     required: true
   port:
@@ -150,6 +151,24 @@ changes:
   type: list
   elements: str
   sample: ["edit real server 198.51.100.101:8080 of TCP 198.51.100.10:80"]
+applied:
+  description: When the kernel refused an operation, the operations of the run it had applied, in order.
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: ["add service TCP 198.51.100.10:81"]
+rolled_back:
+  description: When the kernel refused an operation, the applied operations that were undone, the last first.
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: ["add service TCP 198.51.100.10:81"]
+not_rolled_back:
+  description: When the kernel refused an operation, the applied operations that could not be undone (still in the kernel).
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -199,7 +218,7 @@ def run(module):
         current = have.get(dest_id(wanted))
         ops, after = plan_dest(svc, current, wanted if p["state"] == "present" else None)
         if ops and not module.check_mode:
-            kernel.writer(["ip_vs"]).apply(ops)
+            kernel.writer(["ip_vs"]).apply(ops, before=[svc])
             after = dict((dest_id(d), d) for d in kernel.service(key)["real_servers"]).get(dest_id(wanted))
     result = dict(changed=bool(ops), real_server=_view(after), changes=[_ipvs.describe_op(op) for op in ops])
     if module._diff:

@@ -53,7 +53,8 @@ options:
     choices: [mh-fallback, mh-port, sh-fallback, sh-port]
   persistence_timeout:
     description:
-      - Persistence timeout in seconds (C(ipvsadm -p)); V(0) makes the service not persistent.
+      - Persistence timeout in seconds (C(ipvsadm -p)), V(0) to V(2678400) (31 days, the most C(ipvsadm) and so
+        M(lvs.nat.ipvs_save)'s boot restore accept); V(0) makes the service not persistent.
       - Defaults to V(0) on creation; left as it is when omitted later.
     type: int
   persistence_prefix:
@@ -75,7 +76,9 @@ options:
     suboptions:
       address:
         description:
-          - Real server IP address (RIP), of the service's address family.
+          - Real server IP address (RIP), of the service's address family, in plain notation (no C(%zone)).
+          - Not the unspecified address, a multicast address, V(255.255.255.255) or an IPv6 link-local address.
+            The kernel also refuses a broadcast address of the director's own subnets; the run is then rolled back.
         type: str
         required: true
       port:
@@ -234,6 +237,24 @@ changes:
   type: list
   elements: str
   sample: ["add service TCP 198.51.100.10:80", "add real server 198.51.100.101:8080"]
+applied:
+  description: When the kernel refused an operation, the operations of the run it had applied, in order.
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: ["add service TCP 198.51.100.10:81"]
+rolled_back:
+  description: When the kernel refused an operation, the applied operations that were undone, the last first.
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: ["add service TCP 198.51.100.10:81"]
+not_rolled_back:
+  description: When the kernel refused an operation, the applied operations that could not be undone (still in the kernel).
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -276,7 +297,8 @@ def run(module):
             dests = desired_dests(p["real_servers"], desired, current and current["real_servers"])
         ops, after = plan_service(current, desired, dests, p["purge_real_servers"])
         if ops and not module.check_mode:
-            kernel.writer(["ip_vs"] + (["ip_vs_%s" % desired["scheduler"]] if desired else [])).apply(ops)
+            writer = kernel.writer(["ip_vs"] + (["ip_vs_%s" % desired["scheduler"]] if desired else []))
+            writer.apply(ops, before=[current] if current else [])  # a refusal rolls back what was applied
             after = kernel.service(key)
     result = dict(changed=bool(ops), service=config_view(after), changes=[_ipvs.describe_op(op) for op in ops])
     if module._diff:

@@ -18,6 +18,9 @@ description:
     service, this module for a table that is large or owned as a whole.
   - Nothing that the task does not name is removed, unless O(purge_real_servers=true) (real servers of a listed service)
     or O(purge_services=true) (services not listed).
+  - Every entry is checked before anything is sent. Where the kernel still refuses an operation (a real server on a
+    broadcast address of the director's own subnet, for example), everything the run applied is rolled back, so the
+    failed task leaves the table as it found it.
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -48,6 +51,8 @@ options:
         description:
           - Virtual IP address, IPv4 or IPv6. One of O(services[].address) (with O(services[].port)) or
             O(services[].fwmark) is required.
+          - Not the unspecified address, a multicast address, V(255.255.255.255), an IPv6 link-local address or an
+            address with C(%zone).
         type: str
       port:
         description:
@@ -75,7 +80,8 @@ options:
         choices: [mh-fallback, mh-port, sh-fallback, sh-port]
       persistence_timeout:
         description:
-          - Persistence timeout in seconds, V(0) (the creation default) for none.
+          - Persistence timeout in seconds, V(0) (the creation default) for none, at most V(2678400) (31 days, the most
+            C(ipvsadm) accepts).
         type: int
       persistence_prefix:
         description:
@@ -94,7 +100,8 @@ options:
         suboptions:
           address:
             description:
-              - Real server IP address (RIP), of the service's address family.
+              - Real server IP address (RIP), of the service's address family. Not the unspecified address, a multicast
+                address, V(255.255.255.255), an IPv6 link-local address or an address with C(%zone).
             type: str
             required: true
           port:
@@ -200,6 +207,24 @@ changes:
   type: list
   elements: str
   sample: ["add service TCP 198.51.100.10:80", "add real server 198.51.100.101:80"]
+applied:
+  description: When the kernel refused an operation, the operations of the run it had applied, in order.
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: ["add service TCP 198.51.100.10:81"]
+rolled_back:
+  description: When the kernel refused an operation, the applied operations that were undone, the last first.
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: ["add service TCP 198.51.100.10:81"]
+not_rolled_back:
+  description: When the kernel refused an operation, the applied operations that could not be undone (still in the kernel).
+  returned: on a kernel refusal
+  type: list
+  elements: str
+  sample: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -237,7 +262,8 @@ def run(module):
         ops, after, removed = plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"])
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
-            kernel.writer(["ip_vs"] + ["ip_vs_%s" % s for s in schedulers]).apply(ops)
+            # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
+            kernel.writer(["ip_vs"] + ["ip_vs_%s" % s for s in schedulers]).apply(ops, before=current)
             held = dict((service_id(svc), svc) for svc in kernel.ipvs.table())
             after = [held.get(service_id(svc)) for svc in after]
     # Only what the run touched: a large table's unchanged services would make every result (and its processing by

@@ -2,8 +2,10 @@
 """The IPVS netlink codec: what we send is what the kernel would read back to us."""
 from __future__ import annotations
 
+import errno
 import socket
 import struct
+import types
 
 import pytest
 
@@ -91,3 +93,260 @@ def test_modprobe_reports_the_tool_failure(monkeypatch):
     expected = r"Failed to load kernel module ip_vs_twos \(modprobe --dry-run ip_vs_twos: rc=1\): modprobe: FATAL: Module ip_vs_twos not found"
     with pytest.raises(K.KernelError, match=expected):
         K.modprobe(["ip_vs_twos"], dry_run=True, run=lambda *a, **kw: Proc())
+
+
+# ---------------------------------------------------------------- a fake kernel behind a fake netlink socket
+
+class FakeKernel:
+    """The IPVS table as the kernel keeps it (raw attributes), answering netlink frames as the kernel does:
+    every request of a send is handled, each with its ack; refuse(cmd, attrs) gives an errno to refuse one."""
+
+    KEY = (I.SVC_AF, I.SVC_PROTOCOL, I.SVC_ADDR, I.SVC_PORT, I.SVC_FWMARK)
+
+    def __init__(self, refuse=lambda cmd, svc, dest: 0, silent=False):
+        self.table, self.out, self.refuse, self.silent, self.requests = {}, b"", refuse, silent, []
+
+    # the socket
+    def send(self, data):
+        off = 0
+        while off < len(data):
+            n, _fam, flags, seq, _pid, cmd = struct.unpack_from("=IHHIIB", data, off)
+            outer = I.parse_attrs(data, off + 20, off + n)
+            svc = I.parse_attrs(outer[I.CMD_ATTR_SERVICE]) if I.CMD_ATTR_SERVICE in outer else None
+            dest = I.parse_attrs(outer[I.CMD_ATTR_DEST]) if I.CMD_ATTR_DEST in outer else None
+            self.requests.append(cmd)
+            code = self.refuse(cmd, svc, dest) or self.handle(cmd, svc, dest)
+            if not self.silent:
+                self.out += struct.pack("=IHHIIi", 16 + 4 + 16, I.NLMSG_ERROR, 0, seq, 0, -code) + data[off:off + 16]
+            off += n
+        return len(data)
+
+    def recv(self, size):
+        assert self.out, "recv() with nothing to read: a netlink socket would block here forever"
+        out, self.out = self.out, b""
+        return out
+
+    def ready(self):
+        return bool(self.out)
+
+    # the table
+    def handle(self, cmd, svc, dest):
+        key = tuple(bytes(svc.get(k, b"")) for k in self.KEY)
+        if cmd == I.CMD_NEW_SERVICE:
+            if key in self.table:
+                return errno.EEXIST
+            self.table[key] = (svc, {})
+            return 0
+        if key not in self.table:
+            return errno.ESRCH
+        if cmd == I.CMD_SET_SERVICE:
+            self.table[key] = (svc, self.table[key][1])
+        elif cmd == I.CMD_DEL_SERVICE:
+            del self.table[key]
+        else:
+            return self.handle_dest(cmd, self.table[key][1], dest)
+        return 0
+
+    @staticmethod
+    def handle_dest(cmd, dests, dest):
+        dkey = (bytes(dest[I.DEST_ADDR]), bytes(dest[I.DEST_PORT]))
+        if cmd == I.CMD_NEW_DEST:
+            if dkey in dests:
+                return errno.EEXIST
+            dests[dkey] = dest
+        elif dkey not in dests:
+            return errno.ENOENT
+        elif cmd == I.CMD_SET_DEST:
+            dests[dkey] = dest
+        else:
+            del dests[dkey]
+        return 0
+
+    def snapshot(self):
+        return dict((k, (dict(s), dict(d))) for k, (s, d) in self.table.items())
+
+
+@pytest.fixture
+def fake_ipvs(monkeypatch):
+    """IPVS() on a FakeKernel instead of a netlink socket; select() says whether an answer is queued."""
+    def make(kernel):
+        ipvs = object.__new__(I.IPVS)
+        ipvs.family, ipvs._seq, ipvs._sock = 0x20, 1 << 20, kernel
+        return ipvs
+
+    monkeypatch.setattr(I, "select", types.SimpleNamespace(select=lambda r, w, x, t: (r if r[0].ready() else [], [], [])))
+    return make
+
+
+def dest_of(addr, port=80, **kw):
+    d = dict(address=addr, port=port, forwarding="masq", weight=1, upper_threshold=0, lower_threshold=0)
+    d.update(kw)
+    return d
+
+
+def held_table():
+    """Two services as the kernel holds them before the task (as read: with real servers)."""
+    web = svc(scheduler="rr", real_servers=[dest_of("198.51.100.101", weight=2), dest_of("198.51.100.102")])
+    dns = svc(protocol="udp", port=53, scheduler="rr", real_servers=[dest_of("198.51.100.101", 53)])
+    return [web, dns]
+
+
+def load(ipvs, table):
+    ops = []
+    for s in table:
+        ops += [(I.CMD_NEW_SERVICE, s, None)] + [(I.CMD_NEW_DEST, s, d) for d in s["real_servers"]]
+    ipvs.apply(ops)
+
+
+def refuse_rip(address, code=errno.EINVAL):
+    packed = I.pack_addr(address)
+    return lambda cmd, s, d: code if d is not None and cmd == I.CMD_NEW_DEST and bytes(d[I.DEST_ADDR]) == packed else 0
+
+
+def test_a_refusal_mid_batch_rolls_back_the_operations_before_it(fake_ipvs):
+    kernel = FakeKernel(refuse=refuse_rip("198.51.100.127"))
+    ipvs = fake_ipvs(kernel)
+    before = held_table()
+    load(ipvs, before)
+    start = kernel.snapshot()
+    web, dns = before
+    ops = [(I.CMD_SET_SERVICE, dict(web, scheduler="wrr"), None),                        # 1: edit
+           (I.CMD_SET_DEST, web, dest_of("198.51.100.101", weight=5)),                   # 2: edit
+           (I.CMD_NEW_DEST, web, dest_of("198.51.100.127")),                             # 3: refused
+           (I.CMD_DEL_SERVICE, dns, None)]                                               # 4: applied too (same send)
+    with pytest.raises(I.IPVSError) as e:
+        ipvs.apply(ops, before=before)
+    assert kernel.snapshot() == start  # the table is as the task found it: the edits undone, UDP :53 back
+    msg = str(e.value)
+    assert msg.startswith("Failed to add real server 198.51.100.127:80 to TCP 198.51.100.10:80: Invalid argument (errno 22). "
+                          "3 operations rolled back (the kernel had applied them): delete service UDP 198.51.100.10:53; "
+                          "edit real server 198.51.100.101:80 of TCP 198.51.100.10:80; edit service TCP 198.51.100.10:80")
+    assert msg.endswith(": the table is as the task found it.")
+    assert e.value.code == errno.EINVAL and e.value.details["not_rolled_back"] == [] and e.value.details["changed"] is False
+    assert e.value.details["applied"] == ["edit service TCP 198.51.100.10:80", "edit real server 198.51.100.101:80 of TCP 198.51.100.10:80",
+                                          "delete service UDP 198.51.100.10:53"]
+
+
+def test_a_new_service_whose_third_operation_is_refused_is_removed_again(fake_ipvs):
+    kernel = FakeKernel(refuse=refuse_rip("198.51.100.127"))
+    ipvs = fake_ipvs(kernel)
+    new = svc(port=81)
+    ops = [(I.CMD_NEW_SERVICE, new, None), (I.CMD_NEW_DEST, new, dest_of("198.51.100.101", 81)),
+           (I.CMD_NEW_DEST, new, dest_of("198.51.100.127", 81))]
+    with pytest.raises(I.IPVSError) as e:
+        ipvs.apply(ops)  # a new service needs no entry as it was to be undone
+    assert kernel.table == {}
+    assert e.value.details["rolled_back"] == ["add real server 198.51.100.101:81 to TCP 198.51.100.10:81", "add service TCP 198.51.100.10:81"]
+    assert "2 operations rolled back" in str(e.value)
+
+
+def test_what_cannot_be_rolled_back_is_named(fake_ipvs):
+    web = held_table()[0]
+    # Re-adding the deleted real server is refused too: the message says so, and which operation stays applied.
+    kernel = FakeKernel()
+    ipvs = fake_ipvs(kernel)
+    load(ipvs, [web])
+    kernel.refuse = lambda cmd, s, d: errno.ENOMEM if cmd == I.CMD_NEW_DEST else 0
+    ops = [(I.CMD_DEL_DEST, web, web["real_servers"][1]), (I.CMD_NEW_DEST, web, dest_of("198.51.100.103"))]
+    with pytest.raises(I.IPVSError) as e:
+        ipvs.apply(ops, before=[web])
+    assert "COULD NOT ROLL BACK, still applied: delete real server 198.51.100.102:80 from TCP 198.51.100.10:80 (add real server " \
+           "198.51.100.102:80 to TCP 198.51.100.10:80: Cannot allocate memory (errno 12))" in str(e.value)
+    assert e.value.details["not_rolled_back"] == ["delete real server 198.51.100.102:80 from TCP 198.51.100.10:80"]
+    assert e.value.details["changed"] is True  # the kernel holds what the task did
+    # An edit without the entry as it was (no before) cannot be undone, and says so.
+    kernel.refuse = refuse_rip("198.51.100.127")
+    with pytest.raises(I.IPVSError, match=r"still applied: edit service TCP 198.51.100.10:80 \(its entry as it was is unknown\)"):
+        ipvs.apply([(I.CMD_SET_SERVICE, dict(web, scheduler="lc"), None), (I.CMD_NEW_DEST, web, dest_of("198.51.100.127"))])
+
+
+def test_a_first_refusal_changes_nothing_and_later_batches_are_not_sent(fake_ipvs, monkeypatch):
+    kernel = FakeKernel(refuse=lambda cmd, s, d: errno.EEXIST)
+    ipvs = fake_ipvs(kernel)
+    monkeypatch.setattr(I.IPVS, "BATCH", 2)
+    ops = [(I.CMD_NEW_SERVICE, svc(port=p), None) for p in (81, 82, 83, 84)]
+    with pytest.raises(I.IPVSError, match=r"Already exists \(errno 17\)\. Nothing had been applied: the table is as the task found it\.$"):
+        ipvs.apply(ops)
+    assert kernel.requests == [I.CMD_NEW_SERVICE] * 2
+
+
+def test_no_ack_within_the_timeout_fails_naming_the_operation(fake_ipvs):
+    kernel = FakeKernel(silent=True)
+    ipvs = fake_ipvs(kernel)
+    with pytest.raises(I.IPVSError) as e:
+        ipvs.apply([(I.CMD_NEW_SERVICE, svc(), None)])
+    assert str(e.value).startswith("Failed to add service TCP 198.51.100.10:80: no answer from the kernel within 30 s")
+    assert e.value.code == errno.ETIMEDOUT and e.value.details["unanswered"] == ["add service TCP 198.51.100.10:80"]
+
+
+class Replying:
+    """A socket that answers every request with what reply(seq) gives (bytes), or raises it."""
+
+    def __init__(self, reply):
+        self.reply, self.out = reply, b""
+
+    def send(self, data):
+        seq = struct.unpack_from("=IHHI", data)[3]
+        answer = self.reply(seq)
+        if isinstance(answer, Exception):
+            raise answer
+        self.out += answer
+        return len(data)
+
+    def recv(self, size):
+        assert self.out, "recv() with nothing to read: a netlink socket would block here forever"
+        out, self.out = self.out, b""
+        return out
+
+    def ready(self):
+        return bool(self.out)
+
+
+def error_msg(seq, code, kind=I.NLMSG_ERROR):
+    return struct.pack("=IHHIIi", 20, kind, 0, seq, 0, -code)
+
+
+@pytest.mark.parametrize("read, what", [
+    (lambda ipvs: ipvs.services(), "read the IPVS services"),
+    (lambda ipvs: ipvs.dests(svc()), "read the real servers of TCP 198.51.100.10:80"),
+    (lambda ipvs: ipvs.table(), "read the IPVS services"),
+    (lambda ipvs: ipvs.timeouts(), "read the IPVS timeouts"),
+    (lambda ipvs: ipvs.info(), "read the IPVS version"),
+    (lambda ipvs: ipvs.service(svc()), "read service TCP 198.51.100.10:80"),
+    (lambda ipvs: ipvs.set_timeouts(1, 0, 0), "set the IPVS timeouts"),
+])
+@pytest.mark.parametrize("reply, reason", [
+    (lambda seq: error_msg(seq, errno.EPERM), "Operation not permitted (errno 1)"),
+    (lambda seq: error_msg(seq, errno.EPERM, I.NLMSG_DONE), "Operation not permitted (errno 1)"),  # a dump that fails
+    (lambda seq: OSError(errno.ENOBUFS, "No buffer space available"), "No buffer space available (errno 105)"),
+    (lambda seq: b"", "no answer from the kernel within 30 s"),
+])
+def test_every_kernel_error_of_a_read_is_a_message_naming_it(fake_ipvs, read, what, reply, reason):
+    ipvs = fake_ipvs(Replying(reply))
+    with pytest.raises(I.IPVSError) as e:
+        read(ipvs)
+    assert str(e.value) == "Failed to %s: %s" % (what, reason)
+
+
+def test_a_missing_service_reads_as_none_and_a_garbled_answer_is_named(fake_ipvs):
+    assert fake_ipvs(Replying(lambda seq: error_msg(seq, errno.ESRCH))).service(svc()) is None
+    garbled = Replying(lambda seq: struct.pack("=IHHIIBBH", 20, 0x20, 0, seq, 0, I.CMD_GET_CONFIG, 1, 0))
+    with pytest.raises(I.IPVSError, match=r"^Failed to read the IPVS timeouts: the kernel's answer lacks or garbles an attribute"):
+        fake_ipvs(garbled).timeouts()
+
+
+def test_lost_answers_are_reported_as_unknown_not_as_refusals(fake_ipvs):
+    kernel = FakeKernel()
+    ipvs = fake_ipvs(kernel)
+    load(ipvs, [svc(real_servers=[])])
+
+    def recv(size):
+        raise OSError(errno.ENOBUFS, "No buffer space available")
+
+    kernel.recv = recv
+    with pytest.raises(I.IPVSError) as e:
+        ipvs.apply([(I.CMD_NEW_DEST, svc(), dest_of("198.51.100.101"))])
+    assert str(e.value).startswith("Failed to add real server 198.51.100.101:80 to TCP 198.51.100.10:80: the answers were lost "
+                                   "(No buffer space available, errno 105); 0 operations applied and not rolled back: none; "
+                                   "unknown whether applied: add real server 198.51.100.101:80")
+    assert e.value.details["unanswered"] == ["add real server 198.51.100.101:80 to TCP 198.51.100.10:80"]

@@ -14,6 +14,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     plan_dest,
     plan_service,
     plan_table,
+    service_key,
 )
 
 
@@ -191,3 +192,87 @@ def test_plan_table_names_the_bad_entry(entries, message):
     with pytest.raises(InvalidInput) as e:
         plan_table([], entries, False, False)
     assert str(e.value) == message
+
+
+def test_persistence_timeout_is_limited_to_ipvsadms_31_days():
+    # ipvsadm -p refuses more, so ipvsadm-restore would stop at that line of the saved table.
+    assert desired_service(params(address="198.51.100.10", port=80, persistence_timeout=2678400), None)["persistence_timeout"] == 2678400
+    for value in (2678401, 4294968, 2 ** 31 - 1):
+        with pytest.raises(InvalidInput, match=r"^persistence_timeout=%d is out of range: it must be between 0 and 2678400$" % value):
+            desired_service(params(address="198.51.100.10", port=80, persistence_timeout=value), None)
+    with pytest.raises(InvalidInput, match=r"^services\[0\]: persistence_timeout=2678401 is out of range"):
+        plan_table([], [params(address="198.51.100.10", port=80, persistence_timeout=2678401)], False, False)
+
+
+@pytest.mark.parametrize("address, why", [
+    ("0.0.0.0", "the unspecified address"),
+    ("::", "the unspecified address"),
+    ("224.0.0.1", "a multicast address"),
+    ("ff02::1", "a multicast address"),
+    ("255.255.255.255", "the broadcast address"),
+    ("fe80::1", "an IPv6 link-local address"),
+])
+def test_unusable_real_server_and_service_addresses_are_refused(address, why):
+    six = ":" in address
+    s = desired_service(params(address="2001:db8::10" if six else "198.51.100.10", port=80), None)
+    with pytest.raises(InvalidInput) as e:
+        desired_dests([dict(address="2001:db8::101" if six else "198.51.100.101"), dict(address=address)], s, None)
+    assert str(e.value).startswith("real_servers[1] address=%s cannot be a real server address: it is %s" % (address, why))
+    with pytest.raises(InvalidInput) as e:
+        desired_service(params(address=address, port=80), None)
+    assert str(e.value).startswith("address=%s cannot be a virtual service address: it is %s" % (address, why))
+
+
+@pytest.mark.parametrize("address", ["fe80::1%eth0", "2001:db8::1%1", "198.51.100.101%eth0"])
+def test_scoped_addresses_are_refused(address):
+    # fe80::1%eth0 used to pack as fe80::1 while the plan kept "fe80::1%eth0": the next run crashed.
+    s = desired_service(params(address="2001:db8::10", port=80), None)
+    with pytest.raises(InvalidInput, match=r"^real_servers\[0\] address='%s' is a scoped address: IPVS keeps no zone" % address):
+        desired_dests([dict(address=address)], s, None)
+    with pytest.raises(InvalidInput, match=r"^service\.address='%s' is a scoped address" % address):
+        service_key(dict(address=address, port=80), where="service.")
+
+
+@pytest.mark.parametrize("address", ["010.0.0.1", "198.51.100.1\n", " 198.51.100.1", "१९८.51.100.1", "", "198.51.100.1/32"])
+def test_address_text_is_ascii_and_plain(address):
+    with pytest.raises(InvalidInput, match=r"^address=.* is not an IPv4"):
+        desired_service(params(address=address, port=80), None)
+
+
+def test_family_mismatch_between_service_and_real_server_is_refused():
+    fw6 = desired_service(params(fwmark=5, family="ipv6"), None)
+    with pytest.raises(InvalidInput, match=r"^real_servers\[0\] address=198.51.100.101 is ipv4 but the service FWM 5 \(ipv6\) is ipv6$"):
+        desired_dests([dict(address="198.51.100.101")], fw6, None)
+
+
+@pytest.mark.parametrize("kw, message", [
+    # What the controller-side preflight passes without AnsibleModule's type and choice checks.
+    (dict(scheduler="fifo"), "scheduler='fifo' is not one of: "),
+    (dict(protocol="icmp"), "protocol='icmp' is not one of: sctp, tcp, udp"),
+    (dict(family="inet"), "family='inet' is not one of: ipv4, ipv6"),
+    (dict(scheduler="sh", scheduler_flags="sh-port"), "scheduler_flags='sh-port' is not a list"),
+    (dict(scheduler="sh", scheduler_flags=["sh-typo"]), "scheduler_flags[0]='sh-typo' is not one of"),
+    (dict(persistence_timeout="10m"), "persistence_timeout='10m' is not an integer"),
+    (dict(persistence_timeout=True), "persistence_timeout=True is not an integer"),
+    (dict(port="８０"), "port='８０' is not an integer"),
+    (dict(one_packet="maybe"), "one_packet='maybe' is not a boolean"),
+    (dict(address=None), "address or fwmark is required"),
+    (dict(port=None), "port is required with address"),
+])
+def test_raw_values_are_checked_without_ansible(kw, message):
+    p = params(address="198.51.100.10", port=80)
+    p.update(kw)
+    with pytest.raises(InvalidInput) as e:
+        desired_service(p, None)
+    assert str(e.value).startswith(message)
+
+
+def test_raw_values_ansible_would_convert_are_accepted():
+    s = desired_service(dict(address="198.51.100.10", port="80", protocol="udp", one_packet="yes", persistence_timeout="60"), None)
+    assert (s["port"], s["one_packet"], s["persistence_timeout"]) == (80, True, 60)
+    (d,) = desired_dests([dict(address="198.51.100.101", weight="3")], s, None)
+    assert d["weight"] == 3
+    with pytest.raises(InvalidInput, match=r"^real_servers\[0\] forwarding='dr' is not one of: masq, route, tunnel$"):
+        desired_dests([dict(address="198.51.100.101", forwarding="dr")], s, None)
+    with pytest.raises(InvalidInput, match=r"^real_servers\[0\]='198.51.100.101' is not a dict"):
+        desired_dests(["198.51.100.101"], s, None)
