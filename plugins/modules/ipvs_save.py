@@ -7,13 +7,19 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: ipvs_save
-short_description: Persist the kernel's whole IPVS state so that it comes back at boot
+short_description: Persist the IPVS services the collection owns, and the global timeouts, so that they come back at boot
 version_added: 0.1.0
 description:
-  - Reads the IPVS table and the global timeouts from the kernel and writes them to a file in C(ipvsadm-restore)
-    form, with what C(ipvsadm -S) leaves out - real server thresholds (C(-x), C(-y)) and the timeouts (C(--set)).
-  - Writes and enables a systemd unit (C(lvs-nat-ipvs.service)) that loads the file with C(ipvsadm-restore) at boot.
-  - Run it after the tasks that change IPVS; the role C(lvs.nat.director) does.
+  - Reads the IPVS services it owns (O(addresses), O(fwmarks)) and the global timeouts from the kernel and writes them
+    to a file, one C(ipvsadm) command per line, with what C(ipvsadm -S) leaves out - real server thresholds (C(-x),
+    C(-y)) and the timeouts (C(--set)). Services of other tools are not saved.
+  - Writes and enables a systemd unit (C(lvs-nat-ipvs.service)) that applies the file at boot, each line on its own
+    with C(ipvsadm). It never flushes the table (no C(ipvsadm -C), no C(ipvsadm-restore)), so services that other
+    tools create at boot stay. A saved service or real server that already exists is edited (C(-E), C(-e)) instead
+    of added, so restarting the unit on a running director succeeds.
+  - A line that fails is logged (C(journalctl -u lvs-nat-ipvs.service)), the lines after it are still applied, and
+    the unit then exits non-zero, so it shows in C(systemctl --failed).
+  - Run it after the tasks that change IPVS; the role C(lvs.nat.director) does, with its VIP and declared marks.
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -28,27 +34,49 @@ attributes:
     platforms: linux
 options:
   state:
-    description: V(present) saves the table; V(absent) removes the file and the unit.
+    description: V(present) saves the owned services and the timeouts; V(absent) removes the file and the unit.
     type: str
     choices: [present, absent]
     default: present
+  addresses:
+    description:
+      - Virtual IP addresses (IPv4 or IPv6) this module owns. Every service on one of them is saved, whatever its
+        protocol and port.
+      - When neither O(addresses) nor O(fwmarks) is set, every service the kernel holds is saved, those of other
+        tools included, and the unit re-creates them at every boot. This is the behaviour of earlier versions,
+        kept for compatibility only; set O(addresses) or O(fwmarks).
+      - An empty list owns no address; with O(fwmarks) also empty (or not set) only the timeouts are saved.
+    type: list
+    elements: str
+  fwmarks:
+    description:
+      - Firewall marks (1 to 4294967295) this module owns. Every fwmark service with one of them is saved, IPv4 and IPv6.
+      - See O(addresses) for what happens when neither is set.
+    type: list
+    elements: int
   path:
-    description: The file this module owns.
+    description:
+      - The file this module owns.
+      - An absolute path of ASCII letters, digits, C(_), C(.), C(/), C(+), C(,), C(@), C(=), C(:) and C(-) only, without
+        C(..), since the unit passes it on its command line; any other path is refused before any change.
     type: path
     default: /etc/lvs-nat/ipvs.rules
   unit_path:
-    description: The systemd unit this module owns; it is enabled for C(multi-user.target).
+    description:
+      - The systemd unit this module owns; it is enabled for C(multi-user.target). The same characters as O(path).
     type: path
     default: /etc/systemd/system/lvs-nat-ipvs.service
 notes:
-  - The unit needs C(ipvsadm) on the director at boot.
+  - The unit needs C(ipvsadm) on the director at boot, found through systemd's C(PATH).
 seealso:
   - module: lvs.nat.ipvs_service
 """
 
 EXAMPLES = r"""
-- name: Save the IPVS table, thresholds and timeouts for the next boot
+- name: Save the services on the VIP and those of mark 1, with thresholds and timeouts, for the next boot
   lvs.nat.ipvs_save:
+    addresses: [198.51.100.10]
+    fwmarks: [1]
 """
 
 RETURN = r"""
@@ -61,14 +89,65 @@ rules:
 """
 
 import ipaddress
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import dest_order, run_module
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import MAX_U32, InvalidInput, _int_range, _ip, dest_order, run_module
 
-HEADER = "# Managed by lvs.nat.ipvs_save: the kernel's IPVS state, for ipvsadm-restore at boot.\n"
+HEADER = "# Managed by lvs.nat.ipvs_save: the owned IPVS services and the timeouts, one ipvsadm command a line.\n"
 FWD_FLAGS = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
+# An IPv4 or IPv6 address as written, ASCII only: no IPv6 scope ("%eth0"), which no IPVS service carries.
+_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}", re.ASCII)
+# The boot restore, a POSIX sh script that gets the saved file as $0 (data, never pasted into the script), read on
+# descriptor 3 (a missing file fails the unit). Each line on its own, words split with globbing off: --set as is; a
+# service or real server is edited when it exists (a restart on a running director), else added; nothing is ever
+# flushed or deleted, and any other line fails (only this module writes the file). A failed line is logged, the next
+# ones are still applied, and the exit status is then 1, so systemd marks the unit failed.
+RESTORE_SCRIPT = (
+    'set -f; rc=0; exec 3< "$0" || exit 1; '
+    'while IFS= read -r line <&3 || [ -n "$line" ]; do '
+    'set -- $line; '
+    'case "$1" in '
+    '""|"#"*) continue;; '
+    '--set) ipvsadm "$@";; '
+    '-A) shift; ipvsadm -E "$@" 2>/dev/null || ipvsadm -A "$@";; '
+    '-a) shift; ipvsadm -e "$@" 2>/dev/null || ipvsadm -a "$@";; '
+    '*) echo "not an ipvs_save line" >&2; false;; '
+    'esac || { echo "lvs-nat-ipvs: failed: $line" >&2; rc=1; }; '
+    'done; exit "$rc"')
+
+
+def restore_command(path):
+    """ExecStart= of the unit: the script in single quotes ($ doubled, as systemd expands $NAME), then the file.
+
+    The script holds no quote, backslash or %; path_problem() has refused whatever in path systemd or sh would read."""
+    return "/bin/sh -c '%s' %s" % (RESTORE_SCRIPT.replace("$", "$$"), path)
+
+
+def selection(params):
+    """The owned addresses and marks from the options, or None (neither set) for every service."""
+    if params["addresses"] is None and params["fwmarks"] is None:
+        return None
+    addresses = set()
+    for i, value in enumerate(params["addresses"] or []):
+        option = "addresses[%d]" % i
+        if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+            raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (option, value))
+        addresses.add(_ip(option, value))
+    for i, mark in enumerate(params["fwmarks"] or []):
+        _int_range("fwmarks[%d]" % i, mark, 1, MAX_U32)
+    return addresses, set(params["fwmarks"] or [])
+
+
+def owned(table, selected):
+    """The services of table that the selection owns: on an owned address, or with an owned mark."""
+    if selected is None:
+        return list(table)
+    addresses, marks = selected
+    return [svc for svc in table
+            if (svc["fwmark"] in marks if svc["fwmark"] else ipaddress.ip_address(svc["address"]) in addresses)]
 
 
 def _addr(address, port):
@@ -114,6 +193,8 @@ def build_module():
     return AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="present", choices=["present", "absent"]),
+            addresses=dict(type="list", elements="str"),
+            fwmarks=dict(type="list", elements="int"),
             path=dict(type="path", default="/etc/lvs-nat/ipvs.rules"),
             unit_path=dict(type="path", default="/etc/systemd/system/lvs-nat-ipvs.service"),
         ),
@@ -121,26 +202,44 @@ def build_module():
     )
 
 
+def check(params):
+    """Every option checked before anything is read or changed (check mode too); the owned selection."""
+    for option in ("path", "unit_path"):
+        problem = _persist.path_problem(params[option], option)
+        if problem:
+            raise InvalidInput(problem)
+    return selection(params)
+
+
+def desired(params, selected):
+    """The saved lines, and the file and unit that hold them."""
+    if params["state"] == "absent":
+        return [], dict(rules=None, unit=None, enabled=False)
+    with _ipvs.Session(["ip_vs"]) as kernel:
+        if kernel.ipvs is None:  # ip_vs not loaded: an empty table and the kernel's default timeouts
+            table, timeouts = [], dict(_ipvs.KERNEL_TIMEOUTS)
+        else:
+            table, timeouts = kernel.ipvs.table(), kernel.ipvs.timeouts()
+    lines = render(owned(table, selected), timeouts)
+    return lines, dict(rules=HEADER + "\n".join(lines) + "\n", unit=_persist.unit_text(
+        "ipvs_save", "lvs.nat IPVS services, thresholds and timeouts", restore_command(params["path"]),
+        ["systemd-modules-load.service", "local-fs.target"]), enabled=True)
+
+
 def run(module):
     p = module.params
-    before = dict(rules=_persist.read_file(p["path"]), **_persist.unit_state(p["unit_path"]))
-    lines = []
-    if p["state"] == "present":
-        with _ipvs.Session(["ip_vs"]) as kernel:
-            if kernel.ipvs is None:  # ip_vs not loaded: an empty table and the kernel's default timeouts
-                table, timeouts = [], dict(_ipvs.KERNEL_TIMEOUTS)
-            else:
-                table, timeouts = kernel.ipvs.table(), kernel.ipvs.timeouts()
-        lines = render(table, timeouts)
-        after = dict(rules=HEADER + "\n".join(lines) + "\n", unit=_persist.unit_text(
-            "ipvs_save", "lvs.nat IPVS table, thresholds and timeouts", "/bin/sh -c '/sbin/ipvsadm-restore < %s'" % p["path"],
-            ["systemd-modules-load.service", "local-fs.target"]), enabled=True)
-    else:
-        after = dict(rules=None, unit=None, enabled=False)
-    changed = after != before
-    if changed and not module.check_mode:
-        _persist.sync({p["path"]: (after["rules"], 0o600)})
-        _persist.sync_unit(module, p["unit_path"], after["unit"])
+    selected = check(p)
+    # One run at a time reads the kernel and replaces the file: two overlapping runs would save the older table last.
+    with _persist.lock("ipvs_save"):
+        foreign = _persist.foreign_problems([("path", p["path"]), ("unit_path", p["unit_path"])])
+        if foreign:
+            raise InvalidInput("; ".join(foreign))
+        before = dict(rules=_persist.read_file(p["path"]), **_persist.unit_state(p["unit_path"]))
+        lines, after = desired(p, selected)
+        changed = after != before
+        if changed and not module.check_mode:
+            _persist.sync({p["path"]: (after["rules"], 0o600)})
+            _persist.sync_unit(module, p["unit_path"], after["unit"])
     result = dict(changed=changed, rules=lines)
     if module._diff:
         result["diff"] = dict(before_header=p["path"], after_header=p["path"], before=before["rules"] or "",
