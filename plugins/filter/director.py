@@ -1,0 +1,465 @@
+# -*- coding: utf-8 -*-
+# Copyright: lvs.nat contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""lvs.nat.director_plan: the director role's variables turned into the arguments its tasks pass to the modules,
+built as data (no text is templated and parsed back) and checked on the controller by the modules' own validators,
+so that a bad value anywhere stops the play before any host changes. Documented in director_plan.yml."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.lvs.nat.plugins.module_utils import _netfilter, _sysctl
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
+    MAX_U16,
+    REAL_SERVER_SPEC,
+    SERVICE_KEY_RELATIONS,
+    SERVICE_SPEC,
+    InvalidInput,
+    _ip,
+    _unusable,
+    desired_dest,
+    desired_dests,
+    desired_service,
+    service_id,
+    service_key,
+)
+from ansible_collections.lvs.nat.plugins.modules.ipvs_timeouts import MAX_SECONDS
+from ansible_collections.lvs.nat.plugins.modules.ipvs_timeouts import NAMES as TIMEOUT_NAMES
+from ansible_collections.lvs.nat.plugins.modules.nat_rules import RULE_SPEC
+from ansible_collections.lvs.nat.plugins.modules.sysctl_forwarding import wanted_values
+
+# lvs.nat.ipvs_service's argument spec, as its build_module() assembles it.
+IPVS_SERVICE_SPEC = dict(
+    SERVICE_SPEC,
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    real_servers=dict(type="list", elements="dict", options=REAL_SERVER_SPEC),
+    purge_real_servers=dict(type="bool", default=False),
+)
+# What a director_services entry takes: ipvs_service options, plus the role's real_server_port and real_servers.
+ROLE_SERVICE_OPTIONS = ("protocol", "port", "fwmark", "scheduler", "scheduler_flags", "persistence_timeout",
+                        "persistence_prefix", "one_packet")
+ROLE_SERVICE_KEYS = ROLE_SERVICE_OPTIONS + ("real_server_port", "real_servers")
+ROLE_REAL_SERVER_SPEC = dict((k, REAL_SERVER_SPEC[k]) for k in ("address", "port", "weight"))
+BACKENDS = ("auto", "nftables", "iptables")
+# pyroute2's source goes into a pip requirements file on the director: the same full matches as the install phase.
+_PYROUTE2_PIN = re.compile(r"pyroute2==[0-9]+([.][0-9]+)*((a|b|rc)[0-9]+)?([.]post[0-9]+)?", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_WHEEL_NAME = re.compile(r"pyroute2-[0-9A-Za-z_.+!-]+[.]whl", re.ASCII)
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _validate(spec, params, where, relations=None):
+    """params checked as AnsibleModule checks a module's options: each field on its own (the error names it), then
+    the whole with the relations. Returns (validated params or None, errors)."""
+    if not isinstance(params, dict):
+        return None, ["%s must be a mapping, not %s" % (where, _show(params))]
+    unknown = sorted(k if isinstance(k, str) else repr(k) for k in params if k not in spec)
+    if unknown:
+        return None, ["%s: unknown option(s) %s (it takes %s)" % (where, ", ".join(map(_show, unknown)),
+                                                                  ", ".join(spec))]
+    errors = []
+    for name, value in params.items():
+        if value is not None:
+            result = ArgumentSpecValidator({name: spec[name]}).validate({name: value})
+            errors += ["%s.%s: %s" % (where, name, m) for m in result.error_messages]
+    if errors:
+        return None, errors
+    result = ArgumentSpecValidator(spec, **(relations or {})).validate(params)
+    if result.error_messages:
+        return None, ["%s: %s" % (where, m) for m in result.error_messages]
+    return result.validated_parameters, []
+
+
+def _value(spec, value, name):
+    """One role variable checked against one module option's spec; (converted value, errors)."""
+    result = ArgumentSpecValidator({name: spec}).validate({name: value})
+    return result.validated_parameters.get(name), list(result.error_messages)
+
+
+class _Errors(list):
+    """The errors found, each once, in the order found."""
+
+    def add(self, messages):
+        self.extend(m for m in messages if m not in self)
+
+
+# ---------------------------------------------------------------- real servers from the inventory
+
+def _hostvar(hostvars, host, name):
+    """(defined, value) of a host's variable; templating errors count as a bad value."""
+    host_vars = hostvars[host]
+    if name not in host_vars:
+        return False, None
+    return True, host_vars[name]
+
+
+def _inventory_real_server(host, role_vars, hostvars, errors):
+    """host -> (entry, names): its address and weight as the role reads them, checked for type; None when bad."""
+    addr_var = role_vars.get("director_realserver_address_var")
+    weight_var = role_vars.get("director_realserver_weight_var")
+    try:
+        found, address = _hostvar(hostvars, host, addr_var)
+        addr_name = addr_var
+        if not found:
+            found, address = _hostvar(hostvars, host, "ansible_host")
+            addr_name = "ansible_host" if found else "inventory_hostname"
+            address = address if found else host
+        found, weight = _hostvar(hostvars, host, weight_var)
+    except Exception as e:  # noqa: BLE001 - a host variable that cannot be templated is a bad value like any other
+        errors.add(["host %s: its variables cannot be read: %s" % (host, e)])
+        return None
+    names = dict(address="host %s %s" % (host, addr_name), weight="host %s %s" % (host, weight_var))
+    entry, bad = dict(address=address, weight=weight if found else 1), []
+    for key in ("address", "weight"):
+        entry[key], problems = _value(ROLE_REAL_SERVER_SPEC[key], entry[key], key)
+        bad += ["%s: %s" % (names[key], m) for m in problems]
+    errors.add(bad)
+    return None if bad else (entry, names)
+
+
+def _dest_message(where, msg, names):
+    """A desired_dest message about `where`, naming the variable its field came from (names: field -> variable)."""
+    rest = msg[len(where):].lstrip() if msg.startswith(where) else msg
+    field = re.match(r"[a-z_]*", rest).group(0)
+    return "%s: %s" % (names.get(field, where), rest)
+
+
+# ---------------------------------------------------------------- services
+
+def _service_params(entry, vip, purge):
+    params = dict((k, entry[k]) for k in ROLE_SERVICE_OPTIONS if entry.get(k) is not None)
+    if "fwmark" not in params:
+        params.setdefault("protocol", "tcp")
+        params["address"] = vip
+    params.setdefault("scheduler", "wlc")
+    params.setdefault("scheduler_flags", [])
+    params.setdefault("persistence_timeout", 0)
+    params.setdefault("one_packet", False)
+    params["purge_real_servers"] = purge
+    return params
+
+
+def _listed_real_servers(where, entry, errors):
+    """The service's own real_servers, each checked for type: [(entry, origin, names)]."""
+    listed = entry["real_servers"]
+    if not isinstance(listed, list):
+        errors.add(["%s.real_servers must be a list, not %s" % (where, _show(listed))])
+        return []
+    out = []
+    for j, rs in enumerate(listed):
+        origin = "%s.real_servers[%d]" % (where, j)
+        checked, problems = _validate(ROLE_REAL_SERVER_SPEC, rs, origin)
+        errors.add(problems)
+        if checked is not None:
+            names = dict((k, "%s.%s" % (origin, k)) for k in ("address", "weight"))
+            if checked["port"] is not None:
+                names["port"] = "%s.port" % origin
+            out.append((dict(checked), origin, names))
+    return out
+
+
+def _real_servers(where, entry, ctx, errors):
+    if entry.get("real_servers") is not None:
+        return _listed_real_servers(where, entry, errors)
+    if not ctx["inventory"] and not ctx["inventory_bad"]:
+        errors.add(["%s: no real servers: it lists none and the inventory group %s has no hosts" % (
+            where, _show(ctx["group"]))])
+    return [(dict(rs), "host %s" % host, names) for host, (rs, names) in ctx["inventory"]]
+
+
+def _dests(where, svc, rs_port, real_servers, errors):
+    """The real servers as ipvs_service takes them, checked by desired_dest/desired_dests; None when bad."""
+    entries, bad = [], []
+    for rs, origin, names in real_servers:
+        if rs.get("port") is not None:
+            port = rs["port"]
+        else:
+            port = rs_port if rs_port != "service port" else svc["port"] or 0
+        dest = dict(address=rs["address"], port=port,
+                    weight=rs["weight"] if rs.get("weight") is not None else 1, forwarding="masq")
+        names = dict(dict(port="%s.real_server_port" % where), **names)
+        try:
+            desired_dest(dest, svc, {}, where=origin)
+        except InvalidInput as e:
+            bad.append(_dest_message(origin, str(e), names))
+        entries.append(dest)
+    errors.add(bad)
+    if bad:
+        return None
+    try:
+        desired_dests(entries, svc, None)
+    except InvalidInput as e:
+        m = re.match(r"real_servers\[(\d+)\]", str(e))
+        origin = " (%s)" % real_servers[int(m.group(1))][1] if m and int(m.group(1)) < len(real_servers) else ""
+        errors.add(["%s: %s%s" % (where, e, origin)])
+        return None
+    return entries
+
+
+def _service_fields(where, entry, errors):
+    """The role's own checks of an entry: a mapping of known keys, a port or a fwmark, real_server_port's type."""
+    if not isinstance(entry, dict):
+        errors.add(["%s must be a mapping, not %s" % (where, _show(entry))])
+        return None
+    unknown = sorted(k if isinstance(k, str) else repr(k) for k in entry if k not in ROLE_SERVICE_KEYS)
+    if unknown:
+        errors.add(["%s: unknown key(s) %s (a service takes %s)" % (
+            where, ", ".join(map(_show, unknown)), ", ".join(ROLE_SERVICE_KEYS))])
+        return None
+    if entry.get("port") is None and entry.get("fwmark") is None:
+        errors.add(["%s: every service needs a port or a fwmark" % where])
+        return None
+    # Without real_server_port the real servers take the service's port (0 for a fwmark service).
+    rs_port, problems = _value(REAL_SERVER_SPEC["port"], entry.get("real_server_port"), "real_server_port")
+    if not problems and rs_port is not None and not 0 <= rs_port <= MAX_U16:
+        problems = ["real_server_port=%s is out of range: it must be between 0 and %d" % (rs_port, MAX_U16)]
+    errors.add(["%s.real_server_port: %s" % (where, m) for m in problems])
+    return None if problems else ("service port" if rs_port is None else rs_port)
+
+
+def _service(i, entry, ctx, errors):
+    """One director_services entry as lvs.nat.ipvs_service arguments (with a label), or None when bad."""
+    where = "director_services[%d]" % i
+    rs_port = _service_fields(where, entry, errors)
+    if rs_port is None:
+        return None
+    real_servers = _real_servers(where, entry, ctx, errors)
+    params, problems = _validate(IPVS_SERVICE_SPEC, _service_params(entry, ctx["vip"], ctx["purge"]), where,
+                                 SERVICE_KEY_RELATIONS)
+    errors.add(problems)
+    if params is None or (ctx["vip_bad"] and params["fwmark"] is None):
+        return None
+    try:
+        svc = desired_service(params, None)
+    except InvalidInput as e:
+        errors.add(["%s: %s" % (where, e)])
+        return None
+    sid = service_id(service_key(params))
+    if sid in ctx["seen"]:
+        errors.add(["%s: the service is declared twice (also director_services[%d])" % (where, ctx["seen"][sid])])
+        return None
+    ctx["seen"][sid] = i
+    dests = _dests(where, svc, rs_port, real_servers, errors)
+    if dests is None:
+        return None
+    out = dict((k, v) for k, v in params.items() if v is not None and k not in ("state", "purge_real_servers"))
+    out["real_servers"] = dests
+    out["label"] = "fwmark %s" % out["fwmark"] if "fwmark" in out else "%s %s:%s" % (
+        out["protocol"], out["address"], out["port"])
+    return out
+
+
+def _vip(vip, declared, errors):
+    """director_vip as ipvs_service's address option takes it, and as nat_rules takes the destination of the
+    accept rule of each TCP or UDP service; bad: an error naming director_vip."""
+    value, problems = _value(SERVICE_SPEC["address"], vip, "director_vip")
+    if not problems:
+        try:
+            service_key(dict(address=value, port=0, protocol="tcp"))
+        except InvalidInput as e:
+            problems = [str(e)]
+    errors.add(["director_vip: %s" % m for m in problems])
+    accepted = [e for e in declared if isinstance(e, dict) and e.get("fwmark") is None
+                and e.get("protocol", "tcp") in ("tcp", "udp")]
+    if not problems and accepted:
+        problems = _probe_rule(destination=value)
+        errors.add(["director_vip: %s (in the role's accept rule)" % m.lstrip(".: ") for m in problems])
+    return bool(problems)
+
+
+def _services(role_vars, groups, hostvars, errors):
+    declared = role_vars.get("director_services")
+    if not isinstance(declared, list) or not declared:
+        errors.add(["director_services must be a list of at least one service, not %s" % _show(declared)])
+        return []
+    purge, problems = _value(IPVS_SERVICE_SPEC["purge_real_servers"], role_vars.get("director_purge_real_servers"),
+                             "director_purge_real_servers")
+    errors.add(problems)
+    group = role_vars.get("director_realservers_group")
+    hosts = (groups or {}).get(group) or []
+    inventory, inventory_bad = [], False
+    for host in hosts:
+        checked = _inventory_real_server(host, role_vars, hostvars, errors)
+        inventory_bad = inventory_bad or checked is None
+        if checked is not None:
+            inventory.append((host, checked))
+    ctx = dict(vip=role_vars.get("director_vip"), vip_bad=_vip(role_vars.get("director_vip"), declared, errors), purge=purge,
+               group=group, inventory=inventory, inventory_bad=inventory_bad, seen={})
+    services = [_service(i, entry, ctx, errors) for i, entry in enumerate(declared)]
+    return [svc for svc in services if svc is not None]
+
+
+# ---------------------------------------------------------------- netfilter rules, sysctl, timeouts
+
+def _rule(rule, where, errors):
+    """One rule checked by nat_rules' argument spec and its validator; the rule as given, or None when bad."""
+    checked, problems = _validate(RULE_SPEC, rule, where)
+    if checked is not None:
+        try:
+            _netfilter.normalise_rules([checked])
+        except _netfilter.NetfilterError as e:
+            problems = [re.sub(r"^rules\[0\]\.?", where + "." if where else "", str(e))]
+    errors.add(problems)
+    return None if problems else rule
+
+
+def _nat_rules(role_vars, services, errors):
+    """The role's own rules, then director_nat_rules; each role rule's error names the variable it comes from."""
+    vip, net = role_vars.get("director_vip"), role_vars.get("director_private_network")
+    iface = role_vars.get("director_outbound_interface")
+    # nat_rules matches TCP and UDP; an sctp service needs no accept where the input policy accepts.
+    role_rules = [("director_vip", dict(type="accept", chain="input", destination=vip, protocol=svc["protocol"],
+                                        port=svc["port"]))
+                  for svc in services if "fwmark" not in svc and svc["protocol"] in ("tcp", "udp")]
+    if net:
+        role_rules += [("director_private_network", dict(type="accept", chain="forward", source=net)),
+                       ("director_private_network", dict(type="accept", chain="forward", destination=net))]
+        if iface:
+            role_rules.append(("director_outbound_interface", dict(type="masquerade", source=net, out_interface=iface)))
+    rules = []
+    for name, rule in role_rules:
+        rules.append(rule)
+        problem = _Errors()
+        _rule(rule, "", problem)
+        errors.add(["%s: %s (in the role's %s rule)" % (name, m.lstrip(".: "), rule["type"]) for m in problem])
+    extra = role_vars.get("director_nat_rules")
+    if not isinstance(extra, list):
+        errors.add(["director_nat_rules must be a list of lvs.nat.nat_rules rules, not %s" % _show(extra)])
+        return rules
+    return rules + [r for k, r in enumerate(extra) if _rule(r, "director_nat_rules[%d]" % k, errors) is not None]
+
+
+def _sysctl_settings(settings, errors):
+    if not isinstance(settings, dict):
+        errors.add(["director_sysctl must be a mapping of net.* keys to values, not %s" % _show(settings)])
+        return {}
+    for key, value in settings.items():
+        try:
+            if value is None:
+                raise _sysctl.SysctlError("no value")
+            wanted_values(dict(ipv4_forwarding=True, ipv6_forwarding=None, settings={key: value}))
+        except _sysctl.SysctlError as e:
+            errors.add(["director_sysctl[%s]: %s" % (_show(key), e)])
+    return settings
+
+
+def _timeouts(timeouts, errors):
+    spec = dict((n, dict(type="int")) for n in TIMEOUT_NAMES)
+    checked, problems = _validate(spec, timeouts, "director_timeouts")
+    errors.add(problems)
+    wanted = dict((n, v) for n, v in (checked or {}).items() if v is not None)
+    errors.add(["director_timeouts.%s: %s=%s is out of range: it must be between 1 and %d seconds" % (
+        n, n, v, MAX_SECONDS) for n, v in wanted.items() if not 1 <= v <= MAX_SECONDS])
+    return wanted
+
+
+def _other_variables(role_vars, errors):
+    """The role's remaining variables: names of inventory things, the netfilter backend, pyroute2's source."""
+    for name in ("director_realservers_group", "director_realserver_address_var", "director_realserver_weight_var"):
+        value = role_vars.get(name)
+        if not isinstance(value, str) or not value:
+            errors.add(["%s must be a name, not %s" % (name, _show(value))])
+    if role_vars.get("director_nat_backend") not in BACKENDS:
+        errors.add(["director_nat_backend must be one of: %s, not %s" % (
+            ", ".join(BACKENDS), _show(role_vars.get("director_nat_backend")))])
+    pyroute2 = role_vars.get("director_pyroute2")
+    if not isinstance(pyroute2, str) or not _PYROUTE2_PIN.fullmatch(pyroute2):
+        errors.add(["director_pyroute2 must be an exact pin, pyroute2==VERSION, not %s" % _show(pyroute2)])
+    sha256 = role_vars.get("director_pyroute2_sha256")
+    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
+        errors.add(["director_pyroute2_sha256 must be a sha256 in 64 lowercase hex digits, not %s" % _show(sha256)])
+    wheel = role_vars.get("director_pyroute2_wheel")
+    if not isinstance(wheel, str) or (wheel and not _WHEEL_NAME.fullmatch(wheel.rsplit("/", 1)[-1])):
+        errors.add(["director_pyroute2_wheel must be empty or the path of a file named pyroute2-*.whl (ASCII "
+                    "letters, digits and _.+!- in its name), not %s" % _show(wheel)])
+
+
+def director_plan(role_vars, groups=None, hostvars=None):
+    """The director role's variables -> dict(services, nat_rules, sysctl, timeouts, errors)."""
+    errors = _Errors()
+    if not isinstance(role_vars, dict):
+        return dict(services=[], nat_rules=[], sysctl={}, timeouts={},
+                    errors=["director_plan takes a mapping of the role's variables, not %s" % _show(role_vars)])
+    services = _services(role_vars, groups, hostvars if hostvars is not None else {}, errors)
+    nat_rules = _nat_rules(role_vars, services, errors)
+    sysctl = _sysctl_settings(role_vars.get("director_sysctl"), errors)
+    timeouts = _timeouts(role_vars.get("director_timeouts"), errors)
+    _other_variables(role_vars, errors)
+    return dict(services=services, nat_rules=nat_rules, sysctl=sysctl, timeouts=timeouts, errors=list(errors))
+
+
+# ---------------------------------------------------------------- the real server role (lvs.nat.realserver_problems)
+
+def _gateway(value):
+    """realserver_gateway as lvs.nat.gateway_route takes it: an address (no zone), usable as a next hop."""
+    try:
+        ip = _ip("realserver_gateway", value)
+    except InvalidInput as e:
+        return None, [str(e)]
+    why = _unusable(ip)
+    return (None, ["realserver_gateway=%s cannot be a gateway: it is %s" % (ip, why)]) if why else (ip, [])
+
+
+def _client_networks(value, gateway):
+    """realserver_client_networks as gateway_route's networks: networks (no host bits) of the gateway's family."""
+    if not isinstance(value, list):
+        return ["realserver_client_networks must be a list of networks, not %s" % _show(value)]
+    errors = []
+    for k, net in enumerate(value):
+        where = "realserver_client_networks[%d]" % k
+        try:
+            if not isinstance(net, str) or not re.fullmatch(r"[0-9A-Fa-f:.]{2,45}(/[0-9]{1,3})?", net, re.ASCII):
+                raise ValueError("ASCII hex digits, dots and colons, then /length")
+            network = ipaddress.ip_network(net)
+        except ValueError as e:
+            errors.append("%s=%s is not a network address/length with no host bits set (%s)" % (where, _show(net), e))
+            continue
+        if gateway is not None and network.version != gateway.version:
+            errors.append("%s=%s is IPv%d but realserver_gateway is IPv%d" % (where, net, network.version,
+                                                                              gateway.version))
+    return errors
+
+
+def realserver_problems(role_vars):
+    """The real server role's variables -> the list of what is wrong with them (empty when all is valid)."""
+    if not isinstance(role_vars, dict):
+        return ["realserver_problems takes a mapping of the role's variables, not %s" % _show(role_vars)]
+    gateway, errors = _gateway(role_vars.get("realserver_gateway"))
+    mode = role_vars.get("realserver_route_mode")
+    if mode not in ("default", "routes"):
+        errors.append("realserver_route_mode must be default or routes, not %s" % _show(mode))
+    networks = role_vars.get("realserver_client_networks")
+    errors += _client_networks(networks, gateway)
+    if mode == "routes" and not networks:
+        errors.append("realserver_route_mode routes needs realserver_client_networks")
+    # The interface and the port as the real server's nat_rules task and gateway_route take them.
+    iface = role_vars.get("realserver_interface")
+    if iface != "":
+        errors += ["realserver_interface: %s" % m.lstrip(".: ") for m in _probe_rule(in_interface=iface)]
+    errors += ["realserver_port: %s" % m.lstrip(".: ") for m in _probe_rule(protocol="tcp", port=role_vars.get(
+        "realserver_port"))]
+    if role_vars.get("realserver_web") not in ("apache", "nginx", "none"):
+        errors.append("realserver_web must be apache, nginx or none, not %s" % _show(role_vars.get("realserver_web")))
+    if not isinstance(role_vars.get("realserver_page"), str):
+        errors.append("realserver_page must be text, not %s" % _show(role_vars.get("realserver_page")))
+    return errors + _value(dict(type="bool"), role_vars.get("realserver_firewall"), "realserver_firewall")[1]
+
+
+def _probe_rule(**fields):
+    """Errors of an input accept rule with these fields, as nat_rules reports them."""
+    found = _Errors()
+    _rule(dict(type="accept", chain="input", **fields), "", found)
+    return list(found)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"director_plan": director_plan, "realserver_problems": realserver_problems}

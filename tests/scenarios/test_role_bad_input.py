@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Bad role variables on the converged lab cluster: playbooks/site.yml stops in its preflight play, naming the
+variable, before any host changes. Each declaration also differs from the converged state elsewhere (an extra service,
+other timeouts, another weight), so that a task running before the refusal would show up as a change; the director's
+IPVS table, ruleset, sysctls and owned files and a real server's routes are byte-identical afterwards."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.prefix) / "bin"
+PARALLEL = 4
+
+DIRECTOR_STATE = (
+    "ipvsadm -Sn; ipvsadm -Ln --timeout; nft list ruleset; sysctl -a 2>/dev/null | grep -E 'ip_forward|vs\\.'; "
+    "for f in /etc/lvs-nat/* /etc/sysctl.d/*lvs-nat* /etc/modules-load.d/*lvs-nat* /etc/systemd/system/lvs-nat-*; "
+    "do [ -f \"$f\" ] && { echo \"== $f\"; cat \"$f\"; }; done; true")
+REALSERVER_STATE = "ip route; cat /etc/systemd/system/lvs-nat-route.service 2>/dev/null; true"
+
+LAB_SERVICES = [{"protocol": "tcp", "port": 80, "scheduler": "wrr"},
+                {"protocol": "tcp", "port": 8080, "scheduler": "rr", "real_server_port": 80}]
+EXTRA = {"protocol": "tcp", "port": 8081, "scheduler": "rr", "real_server_port": 80}
+INJECTED_RIP = '198.51.100.65"\n    - address: "198.51.100.166'
+INJECTED_IFACE = 'eth0"}\n- {type: accept, chain: input, source: "0.0.0.0/0'
+
+
+def services(*more):
+    return {"director_services": LAB_SERVICES + [EXTRA, *more]}
+
+
+def bad_service(**fields):
+    return {"director_services": LAB_SERVICES + [dict({"protocol": "tcp", "port": 9090}, **fields)],
+            "director_timeouts": {"tcp": 700, "tcp_fin": 70, "udp": 130}}
+
+
+# (name, extra vars, what the message says): each differs from the lab's declaration besides its bad value.
+CASES = [
+    ("unknown scheduler", bad_service(scheduler="fastest"), "director_services[2].scheduler: value of scheduler"),
+    ("service declared twice", services(dict(LAB_SERVICES[0], scheduler="rr")),
+     "director_services[3]: the service is declared twice (also director_services[0])"),
+    ("VIP 999.1.1.1", dict(services(), director_vip="999.1.1.1"), "director_vip: address='999.1.1.1'"),
+    ("IPv6 VIP", dict(services(), director_vip="2001:db8::10"), "director_vip: destination='2001:db8::10' is IPv6"),
+    ("bad weight", dict(services(), realserver_weight="heavy"), "realserver_weight: "),
+    ("bad port", bad_service(port=70000), "director_services[2]: port=70000 is out of range"),
+    ("flags without their scheduler", bad_service(scheduler="rr", scheduler_flags=["sh-port"]),
+     "director_services[2]: scheduler_flags=sh-port do not fit scheduler=rr"),
+    ("prefix without persistence", bad_service(persistence_prefix=24),
+     "director_services[2]: persistence_prefix=24 needs persistence_timeout"),
+    ("persistence beyond 31 days", bad_service(persistence_timeout=2678401),
+     "director_services[2]: persistence_timeout=2678401 is out of range"),
+    ("duplicate real server", bad_service(real_servers=[{"address": "198.51.100.65"}, {"address": "198.51.100.65"}]),
+     "is listed twice"),
+    ("real server 0.0.0.0", bad_service(real_servers=[{"address": "0.0.0.0"}]),
+     "director_services[2].real_servers[0].address: address=0.0.0.0 cannot be a real server address"),
+    ("multicast real server", dict(services(), realserver_rip="224.0.0.5"),
+     "realserver_rip: address=224.0.0.5 cannot be a real server address"),
+    ("injection via a real server's host variable", dict(services(), realserver_rip=INJECTED_RIP),
+     "realserver_rip: address='198.51.100.65\"\\n"),
+    ("injection via director_outbound_interface", dict(services(), director_outbound_interface=INJECTED_IFACE),
+     "director_outbound_interface: out_interface="),
+    ("bad director_sysctl key", dict(services(), director_sysctl={"kernel.panic": 1, "net.ipv4.tcp_tw_reuse": 0}),
+     "director_sysctl['kernel.panic']: "),
+    ("forwarding key with a newline", dict(services(), director_sysctl={"net.ipv4.ip_forward\n": 0}),
+     "director_sysctl['net.ipv4.ip_forward\\n']: "),
+    ("timeout out of range", dict(services(), director_timeouts={"tcp": 0, "tcp_fin": 60, "udp": 120}),
+     "director_timeouts.tcp: tcp=0 is out of range"),
+    ("timeout misspelt", dict(services(), director_timeouts={"tcp": 600, "tcpfin": 60}),
+     "director_timeouts: unknown option(s) 'tcpfin'"),
+    ("one_packet on TCP", bad_service(one_packet=True), "director_services[2]: one_packet=true is for UDP"),
+    ("fwmark and port", bad_service(fwmark=3), "parameters are mutually exclusive: fwmark|port"),
+    ("private network with host bits", dict(services(), director_private_network="198.51.100.65/26"),
+     "director_private_network: source='198.51.100.65/26' has host bits set"),
+    ("extra rule incomplete", dict(services(), director_nat_rules=[{"type": "snat"}]),
+     "director_nat_rules[0].to_source is required"),
+    ("real server gateway with a newline", dict(services(), realserver_gateway="198.51.100.100\n"),
+     "realserver_gateway='198.51.100.100\\n' is not an IPv4 or IPv6 address"),
+    ("real server interface injection", dict(services(), realserver_interface="eth1; touch /tmp/y"),
+     "realserver_interface: in_interface="),
+    ("real server port with a newline", dict(services(), realserver_port="80\n"), "realserver_port: port="),
+]
+
+
+def state(lab, rs):
+    return lab.exec_on("director", DIRECTOR_STATE).stdout, lab.exec_on(rs, REALSERVER_STATE).stdout
+
+
+def recap(stdout):
+    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
+
+
+def run_site(lab, tmp_path, name, extra):
+    path = tmp_path / ("%s.json" % re.sub(r"\W+", "-", name))
+    path.write_text(json.dumps(extra))
+    proc = subprocess.run([BIN / "ansible-playbook", "-i", lab.INVENTORY, ROOT / "playbooks" / "site.yml", "-e",
+                           "@%s" % path], capture_output=True, text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"))
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def converged(lab):
+    """The lab cluster as site.yml leaves it, and its state."""
+    rc, out = run_site(lab, Path("/tmp"), "lvsnat-converge", {})
+    assert rc == 0, out[-6000:]
+    return state(lab, lab.realserver_names()[0])
+
+
+def test_every_bad_declaration_stops_site_yml_before_any_change(lab, converged, tmp_path):
+    assert len(CASES) >= 20
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        results = dict(zip([c[0] for c in CASES],
+                           pool.map(lambda c: run_site(lab, tmp_path, c[0], c[1]), CASES)))
+    failures = []
+    for name, _extra, message in CASES:
+        rc, out = results[name]
+        counts = recap(out)
+        if rc == 0 or message not in out:
+            failures.append("%s: rc=%s, message %r not found:\n%s" % (name, rc, message, out[-3000:]))
+        elif "PLAY [LVS-NAT director]" in out or "PLAY [LVS-NAT real servers]" in out:
+            failures.append("%s: a play after the preflight started" % name)
+        elif not counts or any(c["changed"] for c in counts.values()):
+            failures.append("%s: changes reported: %s" % (name, counts))
+    assert failures == [], "\n\n".join(failures)
+    # Nothing changed on the director or the real server, by any case.
+    assert state(lab, lab.realserver_names()[0]) == converged
