@@ -137,9 +137,9 @@ def test_check_mode_on_the_converged_cluster_changes_nothing(inventory):
 @pytest.mark.parametrize(("bad", "message"), [
     ({"director_services": [{"protocol": "tcp", "scheduler": "rr"}]}, "every service needs a port or a fwmark"),
     ({"director_services": [{"protocol": "icmp", "port": 80}]}, "value of protocol must be one of: tcp, udp, sctp, got: icmp"),
-    ({"director_vip": ""}, "director_vip must be an IPv4 or IPv6 address"),
-    ({"realserver_weight": "heavy"}, "realserver_weight must be a whole number"),
-    ({"realserver_rip": "web-1"}, "real server addresses must be IP addresses (host variable realserver_rip"),
+    ({"director_vip": ""}, "director_vip: address='' is not an IPv4 or IPv6 address"),
+    ({"realserver_weight": "heavy"}, "realserver_weight: argument 'weight' is of type"),
+    ({"realserver_rip": "web-1"}, "realserver_rip: address='web-1' is not an IPv4 or IPv6 address"),
     ({"realserver_web": "lighttpd"}, "value of realserver_web must be one of: apache, nginx, none, got: lighttpd"),
     ({"realserver_route_mode": "routes"}, "route_mode routes needs realserver_client_networks"),
 ])
@@ -154,7 +154,29 @@ def test_bad_role_variables_fail_before_any_change(inventory, director, bad, mes
     assert (director.check_output("ipvsadm -Sn; nft list ruleset; sysctl net.ipv4"), rs.check_output("ip route")) == before
 
 
-def kernel_state(director, rs):
+# realserver_web -> the Debian service that serves the page.
+WEB_SERVICE = {"apache": "apache2", "nginx": "nginx"}
+
+
+def web_service(hostvars, rs_name):
+    return WEB_SERVICE[hostvars[rs_name].get("realserver_web", "apache")]
+
+
+def test_each_real_server_runs_the_web_server_its_variables_name(inventory, hostvars):
+    """rs2 runs Nginx (molecule/default/host_vars), the others Apache: the named one serves the page, the other
+    is stopped and disabled."""
+    assert "nginx" in {hostvars[rs].get("realserver_web", "apache") for rs in lab.realserver_names()}
+    for rs_name in lab.realserver_names():
+        rs, service = host(inventory, rs_name), web_service(hostvars, rs_name)
+        assert rs.service(service).is_running and rs.service(service).is_enabled, (rs_name, service)
+        other = rs.service(({"apache2", "nginx"} - {service}).pop())
+        assert not other.is_running and not other.is_enabled, (rs_name, service)
+        server = rs.check_output("curl -sI http://127.0.0.1/ | sed -n 's/^Server: //Ip'")
+        assert server.lower().startswith("nginx" if service == "nginx" else "apache"), (rs_name, server)
+        assert rs.check_output("curl -s http://127.0.0.1/") == f"lvs.nat real server {rs_name}"
+
+
+def kernel_state(director, rs, service):
     """What must come back after a reboot, as text."""
     return {
         "ipvs": director.check_output("ipvsadm -Sn"),
@@ -162,14 +184,15 @@ def kernel_state(director, rs):
         "forwarding": director.sysctl("net.ipv4.ip_forward"),
         "nat": director.check_output("nft list table inet lvs_nat"),
         "route": rs.check_output("ip route show default"),
-        "web": rs.service("apache2").is_running,
+        "web": rs.service(service).is_running,
     }
 
 
 def test_reboot_director_and_one_realserver_with_no_play(inventory, client, director, hostvars):
     rs_name = lab.realserver_names()[-1]
     rs = host(inventory, rs_name)
-    before = kernel_state(director, rs)
+    service = web_service(hostvars, rs_name)
+    before = kernel_state(director, rs, service)
     assert before["route"].startswith(f"default via {lab.DIP} dev eth1"), before["route"]
     # The director's kernel boots anew; the container's systemd is a new process (its kernel is the host's).
     boot_ids = (director.check_output("cat /proc/sys/kernel/random/boot_id"), rs.check_output("stat -c %Z /proc/1"))
@@ -180,8 +203,8 @@ def test_reboot_director_and_one_realserver_with_no_play(inventory, client, dire
     assert rs.check_output("stat -c %Z /proc/1") != boot_ids[1]
     # Boot finished with no failed unit on the director; the real server's web server and route are back.
     assert director.run("systemctl is-system-running --wait").stdout.strip() == "running"
-    wait_until(lambda: rs.service("apache2").is_running and rs.check_output("ip route show default") == before["route"])
-    after = kernel_state(director, rs)
+    wait_until(lambda: rs.service(service).is_running and rs.check_output("ip route show default") == before["route"])
+    after = kernel_state(director, rs, service)
     assert after == before
     port = next(p for p, s in services().items() if s["scheduler"] == "wrr")
     assert_split(ask(client, port), expected_shares(hostvars, "wrr"))
@@ -211,7 +234,7 @@ def test_drain_a_stopped_real_server_through_the_roles_variables(inventory, clie
     rs, rip = host(inventory, rs_name), lab.realserver_ip(rs_name)
     drain = tmp_path / "drain.yml"
     drain.write_text(json.dumps({"all": {"children": {"realservers": {"hosts": {rs_name: {"realserver_weight": 0}}}}}}))
-    rs.check_output("systemctl stop apache2")
+    rs.check_output(f"systemctl stop {web_service(hostvars, rs_name)}")
     try:
         counts = recap(playbook(inventory, "-i", str(drain), "--limit", "director"))
         assert counts["director1"]["changed"] > 0
