@@ -7,7 +7,6 @@ built as data (no text is templated and parsed back) and checked on the controll
 so that a bad value anywhere stops the play before any host changes. Documented in director_plan.yml."""
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -19,14 +18,13 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     SERVICE_KEY_RELATIONS,
     SERVICE_SPEC,
     InvalidInput,
-    _ip,
-    _unusable,
     desired_dest,
     desired_dests,
     desired_service,
     service_id,
     service_key,
 )
+from ansible_collections.lvs.nat.plugins.modules.gateway_route import problems as route_problems
 from ansible_collections.lvs.nat.plugins.modules.ipvs_timeouts import MAX_SECONDS
 from ansible_collections.lvs.nat.plugins.modules.ipvs_timeouts import NAMES as TIMEOUT_NAMES
 from ansible_collections.lvs.nat.plugins.modules.nat_rules import RULE_SPEC
@@ -398,47 +396,28 @@ def director_plan(role_vars, groups=None, hostvars=None):
 
 # ---------------------------------------------------------------- the real server role (lvs.nat.realserver_problems)
 
-def _gateway(value):
-    """realserver_gateway as lvs.nat.gateway_route takes it: an address (no zone), usable as a next hop."""
-    try:
-        ip = _ip("realserver_gateway", value)
-    except InvalidInput as e:
-        return None, [str(e)]
-    why = _unusable(ip)
-    return (None, ["realserver_gateway=%s cannot be a gateway: it is %s" % (ip, why)]) if why else (ip, [])
-
-
-def _client_networks(value, gateway):
-    """realserver_client_networks as gateway_route's networks: networks (no host bits) of the gateway's family."""
-    if not isinstance(value, list):
-        return ["realserver_client_networks must be a list of networks, not %s" % _show(value)]
-    errors = []
-    for k, net in enumerate(value):
-        where = "realserver_client_networks[%d]" % k
-        try:
-            if not isinstance(net, str) or not re.fullmatch(r"[0-9A-Fa-f:.]{2,45}(/[0-9]{1,3})?", net, re.ASCII):
-                raise ValueError("ASCII hex digits, dots and colons, then /length")
-            network = ipaddress.ip_network(net)
-        except ValueError as e:
-            errors.append("%s=%s is not a network address/length with no host bits set (%s)" % (where, _show(net), e))
-            continue
-        if gateway is not None and network.version != gateway.version:
-            errors.append("%s=%s is IPv%d but realserver_gateway is IPv%d" % (where, net, network.version,
-                                                                              gateway.version))
-    return errors
+def _route_problems(role_vars):
+    """realserver_gateway, realserver_client_networks and realserver_interface checked by lvs.nat.gateway_route's own
+    validation, each message naming the role variable."""
+    networks = role_vars.get("realserver_client_networks")
+    if not isinstance(networks, list):
+        return ["realserver_client_networks must be a list of networks, not %s" % _show(networks)]
+    iface = role_vars.get("realserver_interface") or None
+    errors = route_problems(role_vars.get("realserver_gateway"), networks, iface)[2]
+    renamed = (("gateway=", "realserver_gateway: gateway="), ("networks[", "realserver_client_networks["),
+               ("interface=", "realserver_interface: interface="))
+    return [next((new + m[len(old):] for old, new in renamed if m.startswith(old)), m) for m in errors]
 
 
 def realserver_problems(role_vars):
     """The real server role's variables -> the list of what is wrong with them (empty when all is valid)."""
     if not isinstance(role_vars, dict):
         return ["realserver_problems takes a mapping of the role's variables, not %s" % _show(role_vars)]
-    gateway, errors = _gateway(role_vars.get("realserver_gateway"))
+    errors = _route_problems(role_vars)
     mode = role_vars.get("realserver_route_mode")
     if mode not in ("default", "routes"):
         errors.append("realserver_route_mode must be default or routes, not %s" % _show(mode))
-    networks = role_vars.get("realserver_client_networks")
-    errors += _client_networks(networks, gateway)
-    if mode == "routes" and not networks:
+    if mode == "routes" and not role_vars.get("realserver_client_networks"):
         errors.append("realserver_route_mode routes needs realserver_client_networks")
     # The interface and the port as the real server's nat_rules task and gateway_route take them.
     iface = role_vars.get("realserver_interface")

@@ -109,49 +109,59 @@ def build_module():
     )
 
 
-def _gateway(module, text):
+def _gateway(text):
+    """(address, None) or (None, what is wrong)."""
     try:
         gateway = ipaddress.ip_address(text)
     except ValueError:
-        module.fail_json(msg="gateway=%r is not an IP address" % (text,))
+        return None, "gateway=%r is not an IP address" % (text,)
     # Python takes "fe80::1%eth0"; ip(8) does not, and the scope would reach the unit's command line.
     if getattr(gateway, "scope_id", None) or gateway.is_unspecified or gateway.is_multicast or gateway.is_loopback:
-        module.fail_json(msg="gateway=%r is not a unicast address without a scope" % (text,))
-    return gateway
+        return None, "gateway=%r is not a unicast address without a scope" % (text,)
+    return gateway, None
 
 
-def _network(module, option, text, gateway):
-    """The network in ip's form: `default` for the whole address space."""
+def _network(option, text, gateway):
+    """(the network in ip's form, `default` for the whole address space, None) or (None, what is wrong)."""
     if text == "default":
-        return text
+        return text, None
     try:
         parsed = ipaddress.ip_network(text)
     except ValueError as e:
-        module.fail_json(msg="%s: %r is not a network (%s)" % (option, text, e))
+        return None, "%s: %r is not a network (%s)" % (option, text, e)
     if getattr(parsed.network_address, "scope_id", None):
-        module.fail_json(msg="%s: %r is not a network without a scope" % (option, text))
-    if parsed.version != gateway.version:
-        module.fail_json(msg="%s: %s is IPv%d, gateway %s is IPv%d" % (
-            option, parsed, parsed.version, gateway, gateway.version))
-    return "default" if parsed.prefixlen == 0 else str(parsed)
+        return None, "%s: %r is not a network without a scope" % (option, text)
+    if gateway is not None and parsed.version != gateway.version:
+        return None, "%s: %s is IPv%d, gateway %s is IPv%d" % (option, parsed, parsed.version, gateway, gateway.version)
+    return "default" if parsed.prefixlen == 0 else str(parsed), None
+
+
+def problems(gateway, networks, interface):
+    """gateway, networks (canonical, without repeats), interface as the module takes them, and every problem, each
+    naming its option. Pure: the realserver role's preflight (filter lvs.nat.realserver_problems) calls it too."""
+    address, problem = _gateway(gateway)
+    errors = [problem] if problem else []
+    nets = []
+    for i, net in enumerate(networks):
+        net, problem = _network("networks[%d]" % i, net, address)
+        if problem:
+            errors.append(problem)
+        elif net not in nets:
+            nets.append(net)
+    if interface is not None and (not isinstance(interface, str) or not _IFNAME.fullmatch(interface)
+                                  or interface in (".", "..")):
+        errors.append("interface=%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . : @ + -)" % (interface,))
+    return address and str(address), nets, errors
 
 
 def normalise(module):
     """gateway, networks (canonical, without repeats), interface; fails naming the option before any change."""
     p = module.params
-    gateway = _gateway(module, p["gateway"])
-    nets = []
-    for i, net in enumerate(p["networks"]):
-        net = _network(module, "networks[%d]" % i, net, gateway)
-        if net not in nets:
-            nets.append(net)
-    interface = p["interface"]
-    if interface is not None and (not _IFNAME.fullmatch(interface) or interface in (".", "..")):
-        module.fail_json(msg="interface=%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . : @ + -)" % (interface,))
+    gateway, nets, errors = problems(p["gateway"], p["networks"], p["interface"])
     problem = _persist.path_problem(p["unit_path"], "unit_path")
-    if problem:
-        module.fail_json(msg=problem)
-    return str(gateway), nets, interface
+    if errors or problem:
+        module.fail_json(msg="; ".join(errors + ([problem] if problem else [])))
+    return gateway, nets, p["interface"]
 
 
 def current_routes(module, gateway, nets):

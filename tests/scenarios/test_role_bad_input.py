@@ -81,7 +81,7 @@ CASES = [
     ("extra rule incomplete", dict(services(), director_nat_rules=[{"type": "snat"}]),
      "director_nat_rules[0].to_source is required"),
     ("real server gateway with a newline", dict(services(), realserver_gateway="198.51.100.100\n"),
-     "realserver_gateway='198.51.100.100\\n' is not an IPv4 or IPv6 address"),
+     "realserver_gateway: gateway='198.51.100.100\\n' is not an IP address"),
     ("real server interface injection", dict(services(), realserver_interface="eth1; touch /tmp/y"),
      "realserver_interface: in_interface="),
     ("real server port with a newline", dict(services(), realserver_port="80\n"), "realserver_port: port="),

@@ -287,15 +287,15 @@ def test_realserver_good_variables():
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    ({"realserver_gateway": "198.51.100.100\n"}, "realserver_gateway='198.51.100.100\\n' is not an IPv4 or IPv6"),
-    ({"realserver_gateway": "198.51.100.256"}, "realserver_gateway="),
-    ({"realserver_gateway": "0.0.0.0"}, "realserver_gateway=0.0.0.0 cannot be a gateway"),
-    ({"realserver_gateway": "fe80::1%eth0"}, "realserver_gateway='fe80::1%eth0' is a scoped address"),
+    ({"realserver_gateway": "198.51.100.100\n"}, "realserver_gateway: gateway='198.51.100.100\\n' is not an IP address"),
+    ({"realserver_gateway": "198.51.100.256"}, "realserver_gateway: gateway="),
+    ({"realserver_gateway": "0.0.0.0"}, "realserver_gateway: gateway='0.0.0.0' is not a unicast address without a scope"),
+    ({"realserver_gateway": "fe80::1%eth0"}, "realserver_gateway: gateway='fe80::1%eth0' is not a unicast address without a scope"),
     ({"realserver_route_mode": "all"}, "realserver_route_mode must be default or routes"),
     ({"realserver_route_mode": "routes"}, "realserver_route_mode routes needs realserver_client_networks"),
-    ({"realserver_client_networks": ["203.0.113.1/24"]}, "realserver_client_networks[0]='203.0.113.1/24' is not a network"),
-    ({"realserver_client_networks": ["203.0.113.0/24\n"]}, "realserver_client_networks[0]="),
-    ({"realserver_client_networks": ["2001:db8::/32"]}, "realserver_client_networks[0]=2001:db8::/32 is IPv6 but"),
+    ({"realserver_client_networks": ["203.0.113.1/24"]}, "realserver_client_networks[0]: '203.0.113.1/24' is not a network"),
+    ({"realserver_client_networks": ["203.0.113.0/24\n"]}, "realserver_client_networks[0]: "),
+    ({"realserver_client_networks": ["2001:db8::/32"]}, "realserver_client_networks[0]: 2001:db8::/32 is IPv6, gateway"),
     ({"realserver_client_networks": "203.0.113.0/24"}, "realserver_client_networks must be a list"),
     ({"realserver_interface": "eth0'\nExecStartPre=/bin/touch /tmp/x\n#"}, "realserver_interface: in_interface="),
     ({"realserver_interface": "eth0; touch /tmp/y"}, "realserver_interface: "),
