@@ -349,12 +349,13 @@ class IPVS(object):
             raise IPVSError("Failed to open a generic netlink socket: %s (errno %s)" % (e.strerror or e, e.errno), e.errno) from e
         try:
             self._genl.bind("IPVS", genlmsg)
-        except NetlinkError as e:
+        except OSError as e:  # pyroute2's NetlinkError is an OSError too: the kernel answered, it has no such family
             self._genl.close()
-            raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e, e.code) from e
-        except OSError as e:
-            self._genl.close()
-            raise IPVSError("Failed to resolve the IPVS netlink family: %s (errno %s)" % (e.strerror or e, e.errno), e.errno) from e
+            if isinstance(e, NetlinkError):
+                raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e,
+                                e.code) from e
+            raise IPVSError("Failed to resolve the IPVS netlink family: %s (errno %s)" % (e.strerror or e, e.errno),
+                            e.errno) from e
         self.family = self._genl.prid
         self._sock = self._genl.asyncore.socket
         self._seq = 1 << 20  # clear of the sequence numbers pyroute2 used to bind

@@ -19,9 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.prefix) / "bin"
-PLAY = [{"name": "The director's install phase", "hosts": "localhost", "gather_facts": False,
-         "tasks": [{"name": "Install", "ansible.builtin.include_role": {"name": "lvs.nat.director",
-                                                                          "tasks_from": "install"}}]}]
+INSTALL = {"name": "Install", "ansible.builtin.include_role": {"name": "lvs.nat.director", "tasks_from": "install"}}
+PLAY = [{"name": "The director's install phase", "hosts": "localhost", "gather_facts": False, "tasks": [INSTALL]}]
 GOOD = yaml.safe_load((ROOT / "roles/director/defaults/main.yml").read_text())["director_pyroute2_sha256"]
 
 

@@ -53,7 +53,7 @@ def kernel(monkeypatch):
     class Session:
         def __init__(self, kernel_modules):
             if state.session_error:
-                raise state.session_error
+                raise state.session_error  # pylint: disable=raising-bad-type
             self.ipvs = state.ipvs
 
         def __enter__(self):
@@ -68,7 +68,7 @@ def kernel(monkeypatch):
         def writer(self, kernel_modules):
             state.writes += 1
             if state.writer_error:
-                raise state.writer_error
+                raise state.writer_error  # pylint: disable=raising-bad-type
             return self.ipvs
 
     monkeypatch.setattr(_ipvs, "Session", Session)
