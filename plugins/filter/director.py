@@ -18,6 +18,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     SERVICE_KEY_RELATIONS,
     SERVICE_SPEC,
     InvalidInput,
+    _show,
     desired_dest,
     desired_dests,
     desired_service,
@@ -47,11 +48,6 @@ BACKENDS = ("auto", "nftables", "iptables")
 _PYROUTE2_PIN = re.compile(r"pyroute2==[0-9]+([.][0-9]+)*((a|b|rc)[0-9]+)?([.]post[0-9]+)?", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _WHEEL_NAME = re.compile(r"pyroute2-[0-9A-Za-z_.+!-]+[.]whl", re.ASCII)
-
-
-def _show(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _validate(spec, params, where, relations=None):

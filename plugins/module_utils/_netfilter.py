@@ -116,8 +116,13 @@ def _address(where, value):
     return str(address)
 
 
+def is_interface_name(value):
+    """Whether value is a name the kernel takes for an interface (also used by lvs.nat.gateway_route)."""
+    return isinstance(value, str) and bool(_IFNAME.fullmatch(value)) and value not in (".", "..")
+
+
 def _interface(where, value):
-    if not _IFNAME.fullmatch(_string(where, value)) or value in (".", ".."):
+    if not is_interface_name(_string(where, value)):
         raise NetfilterError("%s=%r is not an interface name: 1 to 15 ASCII letters, digits and _.:@+-" % (where, value))
     return value
 

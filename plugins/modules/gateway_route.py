@@ -83,15 +83,12 @@ routes:
 
 import ipaddress
 import json
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
+from ansible_collections.lvs.nat.plugins.module_utils._netfilter import is_interface_name
 
-# A kernel interface name, as lvs.nat.nat_rules takes it: full match, ASCII only (no newline, blank, quote or `;`
-# can reach the unit's command line). The kernel refuses "." and "..".
-_IFNAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}", re.ASCII)
 IP_FALLBACK = "/sbin/ip"
 
 
@@ -148,8 +145,8 @@ def problems(gateway, networks, interface):
             errors.append(problem)
         elif net not in nets:
             nets.append(net)
-    if interface is not None and (not isinstance(interface, str) or not _IFNAME.fullmatch(interface)
-                                  or interface in (".", "..")):
+    # A kernel interface name as lvs.nat.nat_rules takes it: no newline, blank, quote or `;` reaches the unit.
+    if interface is not None and not is_interface_name(interface):
         errors.append("interface=%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . : @ + -)" % (interface,))
     return address and str(address), nets, errors
 
