@@ -6,15 +6,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
-
-class KernelError(Exception):
-    """A kernel or environment failure, with the errno where the kernel gave one."""
-
-    def __init__(self, msg, code=None):
-        super(KernelError, self).__init__(msg)
-        self.code = code
+from ansible_collections.lvs.nat.plugins.module_utils._errors import CommandError, KernelError
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_command
 
 
 def loaded(name):
@@ -27,18 +21,18 @@ def loaded(name):
     return os.path.isdir("/sys/module/%s" % name)  # built into the kernel
 
 
-def modprobe(names, dry_run=False, run=subprocess.run):
-    """Load what is missing; with dry_run only prove it could be loaded. The error names the module."""
+def modprobe(module, names, dry_run=False):
+    """Load what is missing; with dry_run only prove it could be loaded. KernelError names the kernel module, with
+    modprobe's rc, stdout and stderr in its details."""
     for name in names:
         if loaded(name):
             continue
         argv = ["modprobe"] + (["--dry-run"] if dry_run else []) + [name]
         try:
-            proc = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                       env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, check=False)
-        except OSError as e:
-            raise KernelError("Failed to load kernel module %s: cannot run modprobe (%s); is kmod installed?" % (
-                name, e.strerror or e)) from e
-        if proc.returncode != 0:
+            run_command(module, argv)
+        except CommandError as e:
+            if "rc" not in e.details:  # not installed
+                raise KernelError("Failed to load kernel module %s: %s; is kmod installed?" % (name, e), **e.details) from e
             raise KernelError("Failed to load kernel module %s (%s: rc=%d): %s" % (
-                name, " ".join(argv), proc.returncode, (proc.stderr or proc.stdout).strip()))
+                name, " ".join(argv), e.details["rc"], (e.details["stderr"] or e.details["stdout"]).strip()),
+                **e.details) from e

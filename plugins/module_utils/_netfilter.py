@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import shutil
-import subprocess
+
+from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+from ansible_collections.lvs.nat.plugins.module_utils._module import SBIN, run_command
+from ansible_collections.lvs.nat.plugins.module_utils._persist import tool_path
 
 RULE_TYPES = ("masquerade", "snat", "dnat", "accept", "mark", "rate_limit")
 # Which owned chain each rule type lives in, per backend: (nft chain, iptables table, iptables chain).
@@ -81,8 +83,8 @@ NEEDS = {"snat": ("to_source",), "dnat": ("destination", "to_destination"), "mar
          "rate_limit": ("destination", "rate"), "accept": ("chain",)}
 
 
-class NetfilterError(Exception):
-    pass
+class NetfilterError(LvsNatError):
+    """A rule refused, by the module's checks or by the backend (then with the tool's cmd, rc, stdout, stderr)."""
 
 
 # ---------------------------------------------------------------- validation (pure: no kernel, no files)
@@ -337,34 +339,50 @@ def ipt_ruleset(rules):
 
 # ---------------------------------------------------------------- the tools
 
-def _run(argv, data=None):
-    proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, check=False)
-    return proc.returncode, proc.stdout, proc.stderr
+def detect(module, requested):
+    """The backend to use: the one requested, or (auto) nftables where nft is installed, else iptables."""
+    def installed(tool):
+        return module.get_bin_path(tool, opt_dirs=SBIN) is not None
 
-
-def detect(requested):
     if requested != "auto":
         tool = "nft" if requested == "nftables" else "iptables"
-        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+        if not installed(tool):
             raise NetfilterError("backend=%s needs the %s command, which is not installed" % (requested, tool))
         return requested
-    for backend, tool in (("nftables", "nft"), ("iptables", "iptables")):
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
-            return backend
+    for backend_name, tool in (("nftables", "nft"), ("iptables", "iptables")):
+        if installed(tool):
+            return backend_name
     raise NetfilterError("neither nft nor iptables is installed")
 
 
-class Nftables(object):
+class _Backend(object):
+    def __init__(self, module):
+        self.module = module
+
+    def _run(self, argv, data=None):
+        """(rc, stdout, stderr) of the tool, whatever its rc."""
+        return run_command(self.module, argv, data=data, ok=None)
+
+    def _apply(self, argv, data):
+        """Feed data to the tool; a refusal is NetfilterError with the tool's result."""
+        rc, out, err = self._run(argv, data)
+        if rc != 0:
+            raise NetfilterError("%s refused the rules (%s, rc=%d): %s" % (self.name, " ".join(argv), rc, err.strip()),
+                                 cmd=argv, rc=rc, stdout=out, stderr=err)
+
+
+class Nftables(_Backend):
     name = "nftables"
 
     def current(self):
         """chain -> rules as the kernel lists them; None when the owned table does not exist."""
-        rc, out, err = _run(["nft", "list", "table"] + NFT_TABLE.split())
+        argv = ["nft", "list", "table"] + NFT_TABLE.split()
+        rc, out, err = self._run(argv)
         if rc != 0:
             if "No such file or directory" in err:
                 return None
-            raise NetfilterError("nft list table %s failed (rc=%d): %s" % (NFT_TABLE, rc, err.strip()))
+            raise NetfilterError("nft list table %s failed (rc=%d): %s" % (NFT_TABLE, rc, err.strip()),
+                                 cmd=argv, rc=rc, stdout=out, stderr=err)
         chains, chain = {}, None
         for line in out.splitlines():
             line = line.strip()
@@ -393,28 +411,25 @@ class Nftables(object):
         self._nft(["-f", "-"], "table %s {}\ndelete table %s\n" % (NFT_TABLE, NFT_TABLE))
 
     def _nft(self, args, data):
-        rc, out, err = _run(["nft"] + args, data)
-        if rc != 0:
-            raise NetfilterError("nftables refused the rules (nft %s, rc=%d): %s" % (" ".join(args), rc, err.strip()))
+        self._apply(["nft"] + args, data)
 
     def boot_command(self, path):
-        return "/usr/sbin/nft -f %s" % path
+        return "%s -f %s" % (tool_path(self.module, "nft", "/usr/sbin/nft"), path)
 
     def boot_text(self, rules):
         # "table {}" creates it when missing so that "delete table" cannot fail: one atomic transaction.
         return "%stable %s {}\ndelete table %s\n%s" % (BOOT_HEADER, NFT_TABLE, NFT_TABLE, nft_text(rules))
 
 
-class Iptables(object):
+class Iptables(_Backend):
     name = "iptables"
 
     def current(self):
         # Whole-table listings: iptables-nft 1.8.9 calls a chain that does not exist "incompatible".
         chains, exists = {}, False
         for table in ("nat", "mangle", "filter"):
-            rc, out, err = _run(["iptables", "-w", "-t", table, "-S"])
-            if rc != 0:
-                raise NetfilterError("iptables -t %s -S failed (rc=%d): %s" % (table, rc, err.strip()))
+            out = run_command(self.module, ["iptables", "-w", "-t", table, "-S"],
+                              what="iptables -t %s -S" % table)[1]
             lines = out.splitlines()
             for t, chain, _builtin in IPT_JUMPS:
                 if t == table:
@@ -441,7 +456,7 @@ class Iptables(object):
         return "\n".join(out) + "\n"
 
     def _has_jump(self, table, builtin, chain):
-        return _run(["iptables", "-w", "-t", table, "-C", builtin, "-j", chain])[0] == 0
+        return self._run(["iptables", "-w", "-t", table, "-C", builtin, "-j", chain])[0] == 0
 
     def jumps_missing(self):
         return any(not self._has_jump(t, builtin, c) for t, c, builtin in IPT_JUMPS)
@@ -455,18 +470,15 @@ class Iptables(object):
     def remove(self):
         for table, chain, builtin in IPT_JUMPS:
             while self._has_jump(table, builtin, chain):
-                _run(["iptables", "-w", "-t", table, "-D", builtin, "-j", chain])
-            _run(["iptables", "-w", "-t", table, "-F", chain])
-            _run(["iptables", "-w", "-t", table, "-X", chain])
+                self._run(["iptables", "-w", "-t", table, "-D", builtin, "-j", chain])
+            self._run(["iptables", "-w", "-t", table, "-F", chain])
+            self._run(["iptables", "-w", "-t", table, "-X", chain])
 
     def _restore(self, args, data):
-        rc, out, err = _run(["iptables-restore", "-w", "--noflush"] + args, data)
-        if rc != 0:
-            raise NetfilterError("iptables refused the rules (iptables-restore --noflush %s, rc=%d): %s" % (
-                " ".join(args), rc, err.strip()))
+        self._apply(["iptables-restore", "-w", "--noflush"] + args, data)
 
     def boot_command(self, path):
-        return "/usr/sbin/iptables-restore -w --noflush %s" % path
+        return "%s -w --noflush %s" % (tool_path(self.module, "iptables-restore", "/usr/sbin/iptables-restore"), path)
 
     def boot_text(self, rules):
         # At boot the built-in chains have no jumps to ours yet.
@@ -477,5 +489,6 @@ class Iptables(object):
 BOOT_HEADER = "# Managed by lvs.nat.nat_rules: edits here are overwritten.\n"
 
 
-def backend(name):
-    return Nftables() if name == "nftables" else Iptables()
+def backend(name, module):
+    """The backend `name` (nftables or iptables), running its tools through module."""
+    return Nftables(module) if name == "nftables" else Iptables(module)

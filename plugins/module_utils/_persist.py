@@ -2,8 +2,9 @@
 # Copyright: lvs.nat contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Files the modules own: durable atomic writes, a lock per module, and boot units enabled without needing a
-running systemd. No I/O on import."""
+"""Files the modules own: one helper (sync_owned) that checks they are ours, computes before/after/diff and
+installs them durably with module.atomic_move; boot units enabled without needing a running systemd; a lock per
+module. No I/O on import."""
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,9 @@ import os
 import re
 import tempfile
 import time
+
+from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+from ansible_collections.lvs.nat.plugins.module_utils._module import SBIN, run_command
 
 # Every file the collection owns carries this in one of its first lines; only such a file is replaced or removed.
 MANAGED = "Managed by lvs.nat"
@@ -33,8 +37,8 @@ _WORD_CHAR = r"[!-$&-\[\]-~]"  # ASCII 0x21-0x7e but for % and backslash
 _DIRECTIVE = re.compile(r"{0}|{0}(?:{0}| )*{0}".format(_WORD_CHAR), re.ASCII)
 
 
-class PersistError(Exception):
-    pass
+class PersistError(LvsNatError):
+    """An owned file that is not ours, or a lock not taken in time."""
 
 
 def path_problem(path, option):
@@ -47,7 +51,7 @@ def path_problem(path, option):
 
 def read_file(path):
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             return fh.read()
     except (IOError, OSError, UnicodeDecodeError):
         return None
@@ -82,6 +86,84 @@ def foreign_problems(files, also=()):
     return [m for m in (foreign_problem(path, option, also) for option, path in files) if m]
 
 
+def tool_path(module, name, fallback):
+    """The absolute path of a tool for a unit's command line, which takes no search path: where get_bin_path finds
+    it when path_problem accepts it as one plain word, else fallback."""
+    found = module.get_bin_path(name, opt_dirs=SBIN)
+    return found if found and not path_problem(found, name) else fallback
+
+
+def unit_link(unit_path):
+    """Where `systemctl enable` would put the unit's link for multi-user.target."""
+    return os.path.join(os.path.dirname(unit_path), "multi-user.target.wants", os.path.basename(unit_path))
+
+
+class Owned(object):
+    """The files and systemd units a module owns, and the text each should hold: the one way a module changes them.
+
+    files: (option, path, text, mode) for each owned file; units: (option, path, text) for each owned systemd unit,
+    enabled for multi-user.target (disabled, then removed, when its text is None; a running systemd is reloaded after
+    a unit's text changed). A text of None means absent.
+
+    Construction reads them and changes nothing. Every path is checked first, so call it before any change (in check
+    mode too): an existing file without the managed header (or a mark in `also`) raises PersistError naming its
+    option, whether it would be written or removed.
+    """
+
+    def __init__(self, files=(), units=(), also=()):
+        self.plan, problems = [], []
+        for option, path, text, mode, unit in [(o, p, t, m, False) for o, p, t, m in files] + \
+                [(o, p, t, 0o644, True) for o, p, t in units]:
+            problem = foreign_problem(path, option, also)
+            if problem:
+                problems.append(problem)
+            before = read_file(path)
+            enabled = unit and os.path.islink(unit_link(path))
+            changed = before != text or (unit and enabled != (text is not None))
+            self.plan.append(dict(path=path, text=text, mode=mode, unit=unit, before=before, changed=changed))
+        if problems:
+            raise PersistError("; ".join(problems))
+        self.changed = any(e["changed"] for e in self.plan)
+
+    def result(self):
+        """dict(changed, before, after, diff): before and after map each path to its text (None when absent); diff
+        holds one entry per path (before_header, after_header, before, after), files first, in the order given."""
+        return dict(changed=self.changed,
+                    before=dict((e["path"], e["before"]) for e in self.plan),
+                    after=dict((e["path"], e["text"]) for e in self.plan),
+                    diff=[dict(before_header=e["path"], after_header=e["path"], before=e["before"] or "",
+                               after=e["text"] or "") for e in self.plan])
+
+    def install(self, module):
+        """Outside check mode, make every changed path what it should be: a file is written to a temporary file in
+        its directory and fsynced, moved over the path with module.atomic_move (which keeps the SELinux context),
+        given its mode, and its directory fsynced. Returns result()."""
+        if not module.check_mode:
+            for entry in self.plan:
+                if entry["changed"]:
+                    _apply(module, entry)
+            if any(e["unit"] and e["before"] != e["text"] for e in self.plan) and os.path.isdir("/run/systemd/system"):
+                run_command(module, ["systemctl", "daemon-reload"])
+        return self.result()
+
+
+def _apply(module, entry):
+    path, text = entry["path"], entry["text"]
+    link = unit_link(path)
+    if text is None:
+        if entry["unit"]:
+            _remove(link)
+        _remove(path)
+        return
+    if entry["before"] != text:
+        _install(module, path, text, entry["mode"])
+    if entry["unit"] and not os.path.islink(link):
+        if not os.path.isdir(os.path.dirname(link)):
+            os.makedirs(os.path.dirname(link), 0o755)
+        os.symlink(path, link)
+        _fsync_dir(os.path.dirname(link))
+
+
 def _fsync_dir(directory):
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -90,7 +172,7 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def atomic_write(path, text, mode=0o644):
+def _install(module, path, text, mode):
     """Replace path with text in one rename, durably: the data reaches the disk before the rename, and the rename
     before returning (without both fsyncs a power loss can leave an empty file)."""
     directory = os.path.dirname(path) or "."
@@ -98,33 +180,24 @@ def atomic_write(path, text, mode=0o644):
         os.makedirs(directory, 0o755)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".lvs-nat.")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        module.atomic_move(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise
+    os.chmod(path, mode)  # atomic_move gives a new file the umask's mode
     _fsync_dir(directory)
 
 
-def remove(path):
+def _remove(path):
     """Remove path (when present) and make the removal durable."""
     if os.path.lexists(path):
         os.unlink(path)
         _fsync_dir(os.path.dirname(path) or ".")
-
-
-def sync(files):
-    """Make each path hold its text (0o600 where asked), or be gone where the text is None."""
-    for path, (text, mode) in files.items():
-        if text is None:
-            remove(path)
-        elif read_file(path) != text:
-            atomic_write(path, text, mode)
 
 
 @contextlib.contextmanager
@@ -158,31 +231,6 @@ def lock(name, timeout=None, directory=None):
         yield path
     finally:
         os.close(fd)  # closing the only descriptor releases the lock
-
-
-def unit_link(unit_path):
-    """Where `systemctl enable` would put the unit's link for multi-user.target."""
-    return os.path.join(os.path.dirname(unit_path), "multi-user.target.wants", os.path.basename(unit_path))
-
-
-def unit_state(unit_path):
-    return dict(unit=read_file(unit_path), enabled=os.path.islink(unit_link(unit_path)))
-
-
-def sync_unit(module, unit_path, text):
-    """Write and enable the unit (text), or disable and remove it (None); reload a running systemd."""
-    before = read_file(unit_path)
-    link = unit_link(unit_path)
-    if text is None:
-        remove(link)
-    sync({unit_path: (text, 0o644)})
-    if text is not None and not os.path.islink(link):
-        if not os.path.isdir(os.path.dirname(link)):
-            os.makedirs(os.path.dirname(link), 0o755)
-        os.symlink(unit_path, link)
-        _fsync_dir(os.path.dirname(link))
-    if before != text and os.path.isdir("/run/systemd/system"):
-        module.run_command(["systemctl", "daemon-reload"], check_rc=True)
 
 
 def _directive(value, what):

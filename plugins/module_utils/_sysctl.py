@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+
 PROC_SYS = "/proc/sys"
 FORWARDING_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 REMOVED = {
@@ -22,8 +24,8 @@ _VALUE = re.compile(r"[ \t]*[A-Za-z0-9_.:-]+(?:[ \t]+[A-Za-z0-9_.:-]+)*[ \t]*", 
 _KEY = re.compile(r"net(?:\.[A-Za-z0-9_:-]+(?:/[A-Za-z0-9_:-]+)*)+", re.ASCII)
 
 
-class SysctlError(Exception):
-    pass
+class SysctlError(LvsNatError):
+    """A kernel parameter or value refused, by the module or by the kernel."""
 
 
 def proc_path(key, root=PROC_SYS):

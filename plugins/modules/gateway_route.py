@@ -15,6 +15,8 @@ description:
   - The running kernel (O(runtime)) and the boot configuration (O(persistent)) are separate choices. Persistence is a
     systemd unit this module owns (C(lvs-nat-route.service)), which works the same whatever manages the host's network.
     It runs C(ip route replace) once per route, without a shell.
+  - With O(state=absent) it deletes the routes to O(networks) via O(gateway) (C(ip route del <network> via <gateway>)),
+    and disables and removes its unit. A route to one of O(networks) via another gateway is left as it is.
   - The module replaces O(unit_path) only when it carries its C(Managed by lvs.nat) header; any other file there
     fails the task before anything changes, in check mode too.
   - Overlapping runs on one host take turns, through a lock in C(/run/lvs-nat/) held for the whole run (up to 60 s).
@@ -30,6 +32,13 @@ attributes:
   platform:
     platforms: linux
 options:
+  state:
+    description:
+      - V(present) routes O(networks) via O(gateway) and writes the unit; V(absent) deletes those routes (only where
+        they go via O(gateway), and O(interface) when given) and removes the unit.
+    type: str
+    choices: [present, absent]
+    default: present
   gateway:
     description: The director's internal address (DIP), IPv4 or IPv6.
     type: str
@@ -51,7 +60,9 @@ options:
     type: bool
     default: true
   persistent:
-    description: Write and enable the unit that sets the routes at boot.
+    description:
+      - Write and enable the unit that sets the routes at boot.
+      - V(false) disables and removes the unit that an earlier run with V(true) wrote.
     type: bool
     default: true
   unit_path:
@@ -67,6 +78,11 @@ EXAMPLES = r"""
   lvs.nat.gateway_route:
     gateway: 198.51.100.100
 
+- name: No longer through the director - its default route and the boot unit removed
+  lvs.nat.gateway_route:
+    gateway: 198.51.100.100
+    state: absent
+
 - name: Only the client networks through the director, the default route stays
   lvs.nat.gateway_route:
     gateway: 198.51.100.100
@@ -75,7 +91,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 routes:
-  description: The routes via O(gateway) after the run (in check mode, as they would be).
+  description:
+    - The routes to O(networks) after the run (in check mode, as they would be), destination to gateway; the gateway
+      is null where no route to that destination is left.
   returned: always
   type: dict
   sample: {"default": "198.51.100.100"}
@@ -87,6 +105,8 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
+from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_command, run_module
 from ansible_collections.lvs.nat.plugins.module_utils._netfilter import is_interface_name
 
 IP_FALLBACK = "/sbin/ip"
@@ -95,6 +115,7 @@ IP_FALLBACK = "/sbin/ip"
 def build_module():
     return AnsibleModule(
         argument_spec=dict(
+            state=dict(type="str", default="present", choices=["present", "absent"]),
             gateway=dict(type="str", required=True),
             networks=dict(type="list", elements="str", default=["default"]),
             interface=dict(type="str"),
@@ -152,22 +173,19 @@ def problems(gateway, networks, interface):
 
 
 def normalise(module):
-    """gateway, networks (canonical, without repeats), interface; fails naming the option before any change."""
+    """gateway, networks (canonical, without repeats), interface; LvsNatError naming the option before any change."""
     p = module.params
     gateway, nets, errors = problems(p["gateway"], p["networks"], p["interface"])
     problem = _persist.path_problem(p["unit_path"], "unit_path")
     if errors or problem:
-        module.fail_json(msg="; ".join(errors + ([problem] if problem else [])))
+        raise LvsNatError("; ".join(errors + ([problem] if problem else [])))
     return gateway, nets, p["interface"]
 
 
 def current_routes(module, gateway, nets):
     """destination -> [gateway, device] of the main table's route, for the destinations asked about."""
     family = "-6" if ":" in gateway else "-4"
-    rc, out, err = module.run_command(["ip", "-j", family, "route", "show", "table", "main"],
-                                      environ_update={"LC_ALL": "C"})
-    if rc != 0:
-        module.fail_json(msg="ip route show failed (rc=%d): %s" % (rc, err.strip()))
+    out = run_command(module, ["ip", "-j", family, "route", "show", "table", "main"], what="ip route show")[1]
     have = dict((_destination(r.get("dst")), [r.get("gateway"), r.get("dev")]) for r in json.loads(out or "[]"))
     return dict((n, have.get(n, [None, None])) for n in nets)
 
@@ -180,70 +198,54 @@ def _destination(dst):
         return dst
 
 
-def route_argv(ip, net, gateway, interface):
-    return [ip, "route", "replace", net, "via", gateway] + (["dev", interface] if interface else [])
-
-
-def ip_path(module):
-    """The ip binary's absolute path, for the unit's command lines (which take no search path)."""
-    found = module.get_bin_path("ip")
-    return found if found and not _persist.path_problem(found, "ip") else IP_FALLBACK
+def route_argv(ip, verb, net, gateway, interface):
+    return [ip, "route", verb, net, "via", gateway] + (["dev", interface] if interface else [])
 
 
 def wanted_unit(module, gateway, nets, interface):
-    ip = ip_path(module)
+    ip = _persist.tool_path(module, "ip", IP_FALLBACK)
     return _persist.unit_text("gateway_route", "lvs.nat routes via the LVS director %s" % gateway,
-                              [" ".join(route_argv(ip, n, gateway, interface)) for n in nets],
+                              [" ".join(route_argv(ip, "replace", n, gateway, interface)) for n in nets],
                               ["network-online.target"], before=["multi-user.target"],
                               wants=["network-online.target"])
 
 
 def apply_routes(module, gateway, nets, interface):
-    """Replace the routes that differ in the running kernel; before and after as destination -> gateway."""
+    """Replace the routes that differ in the running kernel (state present), or delete those via gateway (absent);
+    before and after as destination -> gateway. A route to a destination via another gateway is never deleted."""
     have = current_routes(module, gateway, nets)
-    stale = [n for n in nets if have[n][0] != gateway or (interface and have[n][1] != interface)]
+    ours = [n for n in nets if have[n][0] == gateway and (not interface or have[n][1] == interface)]
+    present = module.params["state"] == "present"
+    stale = [n for n in nets if n not in ours] if present else ours
+    verb = "replace" if present else "del"
     if stale and not module.check_mode:
         for net in stale:
-            module.run_command(route_argv("ip", net, gateway, interface), check_rc=True,
-                               environ_update={"LC_ALL": "C"})
+            run_command(module, route_argv("ip", verb, net, gateway, interface))
         after = current_routes(module, gateway, nets)
-    else:
+    elif present:
         after = dict((n, [gateway, interface or have[n][1]]) for n in nets)
+    else:
+        after = dict((n, [None, None] if n in stale else have[n]) for n in nets)
     return dict((n, v[0]) for n, v in have.items()), dict((n, v[0]) for n, v in after.items()), bool(stale)
 
 
 def run(module):
     p = module.params
     gateway, nets, interface = normalise(module)
+    keep = p["state"] == "present" and p["persistent"]
     with _persist.lock("gateway_route"):
-        problem = _persist.foreign_problem(p["unit_path"], "unit_path")
-        if problem:
-            module.fail_json(msg=problem)
-        before, after, runtime_changed = {}, dict((n, gateway) for n in nets), False
+        owned = _persist.Owned(units=[("unit_path", p["unit_path"],
+                                       wanted_unit(module, gateway, nets, interface) if keep else None)])
+        before, after, runtime_changed = {}, dict((n, gateway if p["state"] == "present" else None) for n in nets), False
         if p["runtime"]:
             before, after, runtime_changed = apply_routes(module, gateway, nets, interface)
-        unit_before = _persist.unit_state(p["unit_path"])
-        unit_after = dict(unit=wanted_unit(module, gateway, nets, interface), enabled=True) if p["persistent"] \
-            else unit_before
-        unit_changed = unit_after != unit_before
-        if unit_changed and not module.check_mode:
-            _persist.sync_unit(module, p["unit_path"], unit_after["unit"])
-    result = dict(changed=bool(runtime_changed or unit_changed), routes=after)
-    if module._diff:
-        result["diff"] = [dict(before=before, after=after),
-                          dict(before_header=p["unit_path"], after_header=p["unit_path"],
-                               before=unit_before["unit"] or "", after=unit_after["unit"] or "")]
-    return result
+        unit = owned.install(module)
+    return dict(changed=bool(runtime_changed or unit["changed"]), routes=after,
+                diff=[dict(before=before, after=after)] + unit["diff"])
 
 
 def main():
-    module = build_module()
-    try:
-        module.exit_json(**run(module))
-    except _persist.PersistError as e:
-        module.fail_json(msg=str(e))
-    except (IOError, OSError) as e:
-        module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":

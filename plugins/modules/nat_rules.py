@@ -116,7 +116,9 @@ options:
     choices: [auto, nftables, iptables]
     default: auto
   persistent:
-    description: Write the rules file and the systemd unit that restores the rules at boot.
+    description:
+      - Write the rules file and the systemd unit that restores the rules at boot.
+      - V(false) removes the rules file and the unit that an earlier run with V(true) wrote.
     type: bool
     default: true
   path:
@@ -216,23 +218,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _netfilter as nf
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 RULE_SPEC = dict(
     type=dict(type="str", required=True, choices=list(nf.RULE_TYPES)),
-    source=dict(type="str"),
-    destination=dict(type="str"),
     protocol=dict(type="str", choices=["tcp", "udp"]),
-    port=dict(type="raw"),
-    in_interface=dict(type="str"),
-    out_interface=dict(type="str"),
-    to_source=dict(type="str"),
-    to_destination=dict(type="str"),
-    to_port=dict(type="raw"),
     chain=dict(type="str", choices=["input", "forward"]),
-    mark=dict(type="raw"),
-    rate=dict(type="str"),
-    burst=dict(type="raw"),
-    comment=dict(type="str"),
+    # Ports, marks and bursts as given (int or text): nf.normalise_rules checks them with full matches.
+    **dict((name, dict(type="raw")) for name in ("port", "to_port", "mark", "burst")),
+    **dict((name, dict(type="str")) for name in (
+        "source", "destination", "in_interface", "out_interface", "to_source", "to_destination", "rate", "comment"))
 )
 
 
@@ -267,62 +262,41 @@ def run(module):
         return apply(module, rules)
 
 
+def apply_runtime(module, b, rules):
+    """The owned rules in the kernel: (before, after, changed), before and after as the kernel lists them."""
+    current = b.current()
+    if module.params["state"] == "absent":
+        if current is not None and not module.check_mode:
+            b.remove()
+        return current, None, current is not None
+    want = b.desired(rules)
+    changed = current is None or any(current.get(k) != v for k, v in want.items()) or b.jumps_missing()
+    if changed:
+        b.replace(rules, check_only=module.check_mode)
+    return current, b.current() if changed and not module.check_mode else want, changed
+
+
 def apply(module, rules):
     """Read, plan and apply, under the lock: the kernel's rules and the owned files as one change."""
     p = module.params
-    # Replace or remove only files that carry the collection's header (0.1.0 wrote the rules file without one).
-    foreign = _persist.foreign_problems([("path", p["path"]), ("unit_path", p["unit_path"])],
-                                        also=("table inet lvs_nat {}", "*nat"))
-    if foreign:
-        raise nf.NetfilterError("; ".join(foreign))
-    b = nf.backend(nf.detect(p["backend"]))
-    current = b.current()
-    present = p["state"] == "present"
-    want = b.desired(rules) if present else None
-    if present:
-        runtime_changed = current is None or any(current.get(k) != v for k, v in want.items())
-        runtime_changed = runtime_changed or b.jumps_missing()
-        if runtime_changed:
-            b.replace(rules, check_only=module.check_mode)
-    else:
-        runtime_changed = current is not None
-        if runtime_changed and not module.check_mode:
-            b.remove()
-    after = want
-    if runtime_changed and present and not module.check_mode:
-        after = b.current()
-
+    b = nf.backend(nf.detect(module, p["backend"]), module)
+    keep = p["state"] == "present" and p["persistent"]
     # After the distribution's firewall loaders: they may flush everything, these rules included.
-    unit_text = _persist.unit_text("nat_rules", "lvs.nat netfilter rules (%s)" % b.name, b.boot_command(p["path"]),
-                                   ["nftables.service", "netfilter-persistent.service", "iptables.service"])
-    files_before = dict(rules=_persist.read_file(p["path"]), **_persist.unit_state(p["unit_path"]))
-    files_after = dict(files_before)
-    if p["persistent"] or not present:
-        files_after = dict(rules=b.boot_text(rules), unit=unit_text, enabled=True) if present else \
-            dict(rules=None, unit=None, enabled=False)
-    files_changed = files_after != files_before
-    if files_changed and not module.check_mode:
-        _persist.sync({p["path"]: (files_after["rules"], 0o600)})
-        _persist.sync_unit(module, p["unit_path"], files_after["unit"])
-
-    result = dict(changed=runtime_changed or files_changed, backend=b.name, ruleset=_keyed(after))
-    if module._diff:
-        result["diff"] = [
-            dict(before=_keyed(current), after=_keyed(after)),
-            dict(before_header=p["path"], after_header=p["path"], before=files_before["rules"] or "",
-                 after=files_after["rules"] or ""),
-        ]
-    return result
+    unit = _persist.unit_text("nat_rules", "lvs.nat netfilter rules (%s)" % b.name, b.boot_command(p["path"]),
+                              ["nftables.service", "netfilter-persistent.service", "iptables.service"])
+    # Replace or remove only files that carry the collection's header (0.1.0 wrote the rules file without one):
+    # checked first, so that a foreign file fails the task before the kernel's rules change.
+    owned = _persist.Owned(files=[("path", p["path"], b.boot_text(rules) if keep else None, 0o600)],
+                           units=[("unit_path", p["unit_path"], unit if keep else None)],
+                           also=("table inet lvs_nat {}", "*nat"))
+    before, after, runtime_changed = apply_runtime(module, b, rules)
+    files = owned.install(module)
+    return dict(changed=runtime_changed or files["changed"], backend=b.name, ruleset=_keyed(after),
+                diff=[dict(before=_keyed(before), after=_keyed(after))] + files["diff"])
 
 
 def main():
-    module = build_module()
-    try:
-        module.exit_json(**run(module))
-    except (nf.NetfilterError, _persist.PersistError) as e:
-        module.fail_json(msg=str(e))
-    except (IOError, OSError) as e:
-        module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ description:
     C(/etc/sysctl.d/).
   - A key the kernel does not have fails before anything changes. If the kernel refuses a value, the keys already
     written in that run are set back.
-  - The module replaces or removes O(path) and O(modules_load_path) only when they carry its C(Managed by lvs.nat)
-    header; any other file there fails the task before anything changes, in check mode too.
+  - With O(state=absent) or O(persistent=false) the module removes its files; the running kernel keeps the values it
+    has, since the kernel has no "unset" for a parameter (set the value wanted with O(runtime) if it must change).
+  - The module replaces O(path) and O(modules_load_path) only when they carry its C(Managed by lvs.nat) header; any
+    other file there fails the task before anything changes, in check mode too (also where it would be removed).
   - Overlapping runs on one host take turns, through a lock in C(/run/lvs-nat/) held for the whole run (up to 60 s).
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -40,6 +42,13 @@ attributes:
   platform:
     platforms: linux
 options:
+  state:
+    description:
+      - V(present) sets the values (O(runtime)) and writes the owned files (O(persistent)); V(absent) removes the owned
+        files (O(path), O(modules_load_path)) and leaves the running values as they are.
+    type: str
+    choices: [present, absent]
+    default: present
   ipv4_forwarding:
     description: IPv4 forwarding (C(net.ipv4.ip_forward)). Left as it is when omitted.
     type: bool
@@ -63,6 +72,8 @@ options:
     description:
       - Write the values to O(path) so that they apply at boot. The file holds exactly this task's keys;
         with no keys it is removed.
+      - V(false) removes the owned files that an earlier run with V(true) wrote (the values then apply until the
+        next boot only).
     type: bool
     default: true
   path:
@@ -102,11 +113,15 @@ EXAMPLES = r"""
   lvs.nat.sysctl_forwarding:
     ipv4_forwarding: true
     persistent: false
+
+- name: Remove the owned sysctl and modules-load files (the running values stay)
+  lvs.nat.sysctl_forwarding:
+    state: absent
 """
 
 RETURN = r"""
 settings:
-  description: The values after the run (in check mode, as they would be), forwarding first.
+  description: The values after the run (in check mode, as they would be), forwarding first; empty with O(state=absent).
   returned: always
   type: dict
   sample:
@@ -125,7 +140,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist, _sysctl
-from ansible_collections.lvs.nat.plugins.module_utils._kmod import KernelError, modprobe
+from ansible_collections.lvs.nat.plugins.module_utils._kmod import modprobe
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 HEADER = "# Managed by lvs.nat.sysctl_forwarding: edits here are overwritten.\n"
 MODULES_LOAD_DIR = "/etc/modules-load.d"
@@ -134,6 +150,7 @@ MODULES_LOAD_DIR = "/etc/modules-load.d"
 def build_module():
     return AnsibleModule(
         argument_spec=dict(
+            state=dict(type="str", default="present", choices=["present", "absent"]),
             ipv4_forwarding=dict(type="bool"),
             ipv6_forwarding=dict(type="bool"),
             settings=dict(type="dict", default={}),
@@ -178,59 +195,42 @@ def run(module):
     wanted = wanted_values(p)
     paths = owned_paths(p)
     with _persist.lock("sysctl_forwarding"):
-        if p["persistent"]:
-            problems = _persist.foreign_problems(paths.items())
-            if problems:
-                raise _sysctl.SysctlError(problems[0])
         return apply(module, wanted, paths)
+
+
+def apply_runtime(module, wanted):
+    """Set the running kernel's values: (before, after, changed_keys)."""
+    if not (module.params["runtime"] and wanted):
+        return {}, dict(wanted), []
+    needed = _sysctl.modules_for(wanted)
+    if needed:
+        modprobe(module, needed, dry_run=module.check_mode)
+    before = dict((k, _sysctl.read(k)) for k in wanted)
+    for key, value in before.items():
+        if value is None and not (module.check_mode and _sysctl.module_for(key)):
+            raise _sysctl.SysctlError("%s: the kernel has no such parameter (no %s)" % (key, _sysctl.proc_path(key)))
+    changed_keys = [k for k in wanted if before[k] != wanted[k]]
+    if changed_keys and not module.check_mode:
+        _sysctl.apply_runtime(wanted)
+        return before, dict((k, _sysctl.read(k)) for k in wanted), changed_keys
+    return before, dict(wanted), changed_keys
 
 
 def apply(module, wanted, paths):
     p = module.params
-    needed = _sysctl.modules_for(wanted)
-    before, after, changed_keys = {}, {}, []
-    if p["runtime"] and wanted:
-        if needed:
-            modprobe(needed, dry_run=module.check_mode)
-        before = dict((k, _sysctl.read(k)) for k in wanted)
-        for key, value in before.items():
-            if value is None and not (module.check_mode and _sysctl.module_for(key)):
-                raise _sysctl.SysctlError("%s: the kernel has no such parameter (no %s)" % (key, _sysctl.proc_path(key)))
-        changed_keys = [k for k in wanted if before[k] != wanted[k]]
-        if changed_keys and not module.check_mode:
-            _sysctl.apply_runtime(wanted)
-            after = dict((k, _sysctl.read(k)) for k in wanted)
-        else:
-            after = dict(wanted)
-    files_before = dict(sysctl=_persist.read_file(paths["path"]),
-                        modules_load=_persist.read_file(paths["modules_load_path"]))
-    files_after = dict(files_before)
-    if p["persistent"]:
-        files_after["sysctl"], files_after["modules_load"] = file_texts(wanted, needed)
-        if not module.check_mode:
-            _persist.sync({paths["path"]: (files_after["sysctl"], 0o644),
-                           paths["modules_load_path"]: (files_after["modules_load"], 0o644)})
-    changed = bool(changed_keys) or files_after != files_before
-    result = dict(changed=changed, settings=after or dict(wanted), changed_keys=changed_keys)
-    if module._diff:
-        result["diff"] = [
-            dict(before=before, after=after or dict(wanted)),
-            dict(before_header=paths["path"], after_header=paths["path"], before=files_before["sysctl"] or "",
-                 after=files_after["sysctl"] or ""),
-            dict(before_header=paths["modules_load_path"], after_header=paths["modules_load_path"],
-                 before=files_before["modules_load"] or "", after=files_after["modules_load"] or ""),
-        ]
-    return result
+    # persistent false (or state absent) removes what an earlier persistent run wrote; the running values stay.
+    keep = p["state"] == "present" and p["persistent"]
+    sysctl, load = file_texts(wanted, _sysctl.modules_for(wanted)) if keep else (None, None)
+    owned = _persist.Owned(files=[("path", paths["path"], sysctl, 0o644),
+                                  ("modules_load_path", paths["modules_load_path"], load, 0o644)])
+    before, after, changed_keys = apply_runtime(module, wanted) if p["state"] == "present" else ({}, {}, [])
+    files = owned.install(module)
+    return dict(changed=bool(changed_keys) or files["changed"], settings=after, changed_keys=changed_keys,
+                diff=[dict(before=before, after=after)] + files["diff"])
 
 
 def main():
-    module = build_module()
-    try:
-        module.exit_json(**run(module))
-    except (_sysctl.SysctlError, KernelError, _persist.PersistError) as e:
-        module.fail_json(msg=str(e))
-    except (IOError, OSError) as e:
-        module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e))
+    run_module(build_module, run)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ ACTIONS = {"masquerade": ("masquerade", "MASQUERADE"), "snat": ("snat", "SNAT"),
 
 
 def check_nft(rules, i, option, value):
-    text = N.Nftables().boot_text(rules)
+    text = N.Nftables(None).boot_text(rules)
     sets = sum(r["type"] == "rate_limit" for r in rules)
     # header (1), delete/create (2), table (1), sets (6 each), five chains (3 each), one line per rule, closing brace.
     assert text.startswith(N.BOOT_HEADER)
@@ -234,7 +234,7 @@ def check_nft(rules, i, option, value):
 
 
 def check_ipt(rules, i, option):
-    text = N.Iptables().boot_text(rules)
+    text = N.Iptables(None).boot_text(rules)
     lines = text.splitlines()
     # The managed header, per table a header and COMMIT, per owned chain a declaration and a jump: 17 lines, then
     # one per rule.

@@ -135,9 +135,29 @@ def fsyncs(monkeypatch):
     return calls
 
 
-def test_atomic_write_syncs_the_data_and_the_directory(tmp_path, fsyncs):
+class FakeModule(object):
+    """What Owned uses of AnsibleModule; atomic_move records its calls."""
+
+    def __init__(self, check_mode=False):
+        self.check_mode, self.moves, self.commands = check_mode, [], []
+
+    def atomic_move(self, src, dest):
+        self.moves.append(dest)
+        os.rename(src, dest)
+
+    def get_bin_path(self, name, opt_dirs=None):
+        return "/usr/bin/" + name
+
+    def run_command(self, argv, **kwargs):
+        self.commands.append(argv)
+        return 0, "", ""
+
+
+def test_install_syncs_the_data_moves_with_atomic_move_and_syncs_the_directory(tmp_path, fsyncs):
     target = tmp_path / "owned.conf"
-    _persist.atomic_write(str(target), "# Managed by lvs.nat.x\nkey = 1\n", 0o600)
+    module = FakeModule()
+    r = _persist.Owned(files=[("path", str(target), "# Managed by lvs.nat.x\nkey = 1\n", 0o600)]).install(module)
+    assert r["changed"] and module.moves == [str(target)]
     assert target.read_text() == "# Managed by lvs.nat.x\nkey = 1\n"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     # The temporary file's data before the rename, then the directory holding the rename.
@@ -145,14 +165,79 @@ def test_atomic_write_syncs_the_data_and_the_directory(tmp_path, fsyncs):
     assert fsyncs[0].startswith("file:%s/.lvs-nat." % tmp_path)
     assert fsyncs[1] == "dir:%s" % tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["owned.conf"]
+    assert r["diff"] == [dict(before_header=str(target), after_header=str(target), before="",
+                              after="# Managed by lvs.nat.x\nkey = 1\n")]
+    again = _persist.Owned(files=[("path", str(target), "# Managed by lvs.nat.x\nkey = 1\n", 0o600)])
+    assert not again.changed and again.install(module)["changed"] is False and module.moves == [str(target)]
 
 
-def test_sync_removal_syncs_the_directory(tmp_path, fsyncs):
+def test_the_mode_is_enforced_on_an_unchanged_text_s_replacement(tmp_path):
+    target = tmp_path / "owned.conf"
+    target.write_text("# Managed by lvs.nat.x\nold\n")
+    target.chmod(0o644)
+    _persist.Owned(files=[("path", str(target), "# Managed by lvs.nat.x\nnew\n", 0o600)]).install(FakeModule())
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_removal_syncs_the_directory(tmp_path, fsyncs):
     target = tmp_path / "owned.conf"
     target.write_text("# Managed by lvs.nat.x\n")
-    _persist.sync({str(target): (None, 0o644)})
-    assert not target.exists()
+    r = _persist.Owned(files=[("path", str(target), None, 0o644)]).install(FakeModule())
+    assert r["changed"] and not target.exists()
     assert fsyncs == ["dir:%s" % tmp_path]
+    assert r["diff"][0]["before"] == "# Managed by lvs.nat.x\n" and r["diff"][0]["after"] == ""
+
+
+def test_check_mode_writes_nothing_and_diffs(tmp_path):
+    target, unit = tmp_path / "owned.conf", tmp_path / "system" / "x.service"
+    target.write_text("# Managed by lvs.nat.x\n")
+    module = FakeModule(check_mode=True)
+    r = _persist.Owned(files=[("path", str(target), None, 0o644)],
+                       units=[("unit_path", str(unit), "# Managed by lvs.nat.x\n[Unit]\n")]).install(module)
+    assert r["changed"] and target.exists() and not unit.exists() and module.moves == []
+    assert [d["after"] for d in r["diff"]] == ["", "# Managed by lvs.nat.x\n[Unit]\n"]
+
+
+def test_a_unit_is_enabled_then_disabled_and_removed(tmp_path):
+    unit = str(tmp_path / "system" / "x.service")
+    text = "# Managed by lvs.nat.x\n[Unit]\n"
+    module = FakeModule()
+    assert _persist.Owned(units=[("unit_path", unit, text)]).install(module)["changed"]
+    assert os.path.islink(_persist.unit_link(unit)) and os.readlink(_persist.unit_link(unit)) == unit
+    os.unlink(_persist.unit_link(unit))  # disabled by hand: the next run enables it again
+    assert _persist.Owned(units=[("unit_path", unit, text)]).install(module)["changed"]
+    assert os.path.islink(_persist.unit_link(unit))
+    r = _persist.Owned(units=[("unit_path", unit, None)]).install(module)
+    assert r["changed"] and not os.path.lexists(unit) and not os.path.lexists(_persist.unit_link(unit))
+    assert not _persist.Owned(units=[("unit_path", unit, None)]).changed
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_foreign_file_is_refused_before_any_change_where_it_would_be_written(tmp_path, check_mode):
+    mine, foreign = tmp_path / "mine.conf", tmp_path / "foreign.conf"
+    mine.write_text("# Managed by lvs.nat.x\n")
+    foreign.write_text("someone else's\n")
+    with pytest.raises(_persist.PersistError) as e:
+        _persist.Owned(files=[("path", str(mine), None, 0o644), ("other", str(foreign), "# Managed by lvs.nat.x\n", 0o644)])
+    assert str(e.value).startswith("other: %s exists and is not managed by lvs.nat" % foreign)
+    assert mine.exists() and foreign.read_text() == "someone else's\n"
+
+
+def test_a_foreign_file_where_ours_would_be_removed_is_refused_too(tmp_path):
+    foreign = tmp_path / "foreign.conf"
+    foreign.write_text("someone else's\n")
+    with pytest.raises(_persist.PersistError, match="^path: %s exists and is not managed" % foreign):
+        _persist.Owned(files=[("path", str(foreign), None, 0o644)])
+    assert foreign.read_text() == "someone else's\n"
+
+
+def test_tool_path_for_a_unit_line(tmp_path):
+    module = FakeModule()
+    assert _persist.tool_path(module, "ip", "/sbin/ip") == "/usr/bin/ip"
+    module.get_bin_path = lambda name, opt_dirs=None: None
+    assert _persist.tool_path(module, "ip", "/sbin/ip") == "/sbin/ip"
+    module.get_bin_path = lambda name, opt_dirs=None: "/opt/my tools/ip"
+    assert _persist.tool_path(module, "ip", "/sbin/ip") == "/sbin/ip"
 
 
 # the managed header

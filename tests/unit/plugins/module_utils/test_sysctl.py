@@ -104,7 +104,7 @@ def test_forwarding_key_in_settings_is_refused():
 
 
 def params(tmp_path, **kw):
-    p = dict(ipv4_forwarding=None, ipv6_forwarding=None, settings={}, runtime=False, persistent=True,
+    p = dict(state="present", ipv4_forwarding=None, ipv6_forwarding=None, settings={}, runtime=False, persistent=True,
              path=str(tmp_path / "sysctl.d" / "90-lvs-nat.conf"), modules_load_path=str(tmp_path / "load.conf"))
     p.update(kw)
     return p
@@ -113,6 +113,9 @@ def params(tmp_path, **kw):
 class FakeModule(object):
     def __init__(self, p, check_mode=False):
         self.params, self.check_mode, self._diff = p, check_mode, True
+
+    def atomic_move(self, src, dest):
+        os.rename(src, dest)
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +153,7 @@ def test_a_foreign_file_is_refused_before_any_change(tmp_path, option, check_mod
     os.makedirs(os.path.dirname(p[option]), exist_ok=True)
     with open(p[option], "w") as fh:
         fh.write("net.ipv4.tcp_syncookies = 0\n")
-    with pytest.raises(_sysctl.SysctlError) as e:
+    with pytest.raises(_persist.PersistError) as e:
         sysctl_forwarding.run(FakeModule(p, check_mode))
     assert str(e.value).startswith("%s: %s exists and is not managed by lvs.nat" % (option, p[option]))
     assert open(p[option]).read() == "net.ipv4.tcp_syncookies = 0\n"
@@ -158,12 +161,15 @@ def test_a_foreign_file_is_refused_before_any_change(tmp_path, option, check_mod
     assert not os.path.exists(p[other])
 
 
-def test_a_foreign_file_is_left_alone_when_not_persisting(tmp_path):
+def test_a_foreign_file_is_refused_when_not_persisting_too(tmp_path):
+    # persistent false removes the owned files: a file that is not ours is not removed, and the task says so.
     p = params(tmp_path, persistent=False, runtime=False)
     os.makedirs(os.path.dirname(p["path"]))
     with open(p["path"], "w") as fh:
         fh.write("foreign\n")
-    assert sysctl_forwarding.run(FakeModule(p))["changed"] is False
+    with pytest.raises(_persist.PersistError):
+        sysctl_forwarding.run(FakeModule(p))
+    assert open(p["path"]).read() == "foreign\n"
 
 
 def test_own_files_are_replaced_and_removed(tmp_path):
@@ -182,3 +188,15 @@ def test_the_run_holds_the_lock(tmp_path):
                 sysctl_forwarding.run(FakeModule(params(tmp_path, settings={"net.ipv4.tcp_tw_reuse": 1})))
     assert "Another run of lvs.nat.sysctl_forwarding" in str(e.value)
     assert not os.path.exists(params(tmp_path)["path"])
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+@pytest.mark.parametrize("kw", [dict(state="absent"), dict(persistent=False)])
+def test_absent_or_not_persistent_removes_the_owned_files(tmp_path, kw, check_mode):
+    p = params(tmp_path, settings={"net.ipv4.vs.conntrack": 1})
+    sysctl_forwarding.run(FakeModule(p))
+    written = open(p["path"]).read()
+    r = sysctl_forwarding.run(FakeModule(params(tmp_path, settings={"net.ipv4.vs.conntrack": 1}, **kw), check_mode))
+    assert r["changed"] and [d["after"] for d in r["diff"][1:]] == ["", ""]
+    assert r["diff"][1]["before"] == written
+    assert os.path.exists(p["path"]) == check_mode and os.path.exists(p["modules_load_path"]) == check_mode

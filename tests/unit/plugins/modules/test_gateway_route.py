@@ -13,41 +13,46 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
+from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
 from ansible_collections.lvs.nat.plugins.modules import gateway_route
 
 GW = "198.51.100.100"
-
-
-class Failed(Exception):
-    pass
 
 
 class FakeModule(object):
     """What run() uses of AnsibleModule; `ip` keeps a main table of {dst, gateway, dev} like `ip -j route show`."""
 
     def __init__(self, unit_path, check_mode=False, routes=(), ip="/usr/sbin/ip", **params):
-        self.params = dict(gateway=GW, networks=["default"], interface=None, runtime=True, persistent=True,
-                           unit_path=unit_path)
+        self.params = dict(state="present", gateway=GW, networks=["default"], interface=None, runtime=True,
+                           persistent=True, unit_path=unit_path)
         self.params.update(params)
         self.check_mode, self._diff, self.ip = check_mode, True, ip
         self.routes, self.changes = [dict(r) for r in routes], []
 
-    def get_bin_path(self, name):
-        assert name == "ip"
+    def get_bin_path(self, name, opt_dirs=None):
+        assert name in ("ip", "systemctl")
         return self.ip
 
-    def fail_json(self, msg, **kwargs):
-        raise Failed(msg)
+    def atomic_move(self, src, dest):
+        os.rename(src, dest)
 
-    def run_command(self, argv, check_rc=False, environ_update=None):
+    def run_command(self, argv, data=None, binary_data=False, environ_update=None, expand_user_and_vars=True):
+        # What _module.run_command passes: the resolved path, LC_ALL=C, no expansion.
+        assert argv[0] == self.ip and environ_update["LC_ALL"] == "C" and not expand_user_and_vars
+        argv = ["ip"] + argv[1:]
         if argv[:2] == ["ip", "-j"]:
-            assert argv[2] in ("-4", "-6") and environ_update == {"LC_ALL": "C"}
+            assert argv[2] in ("-4", "-6")
             return 0, json.dumps([r for r in self.routes if (":" in r["gateway"]) == (argv[2] == "-6")]), ""
-        if argv[:3] == ["ip", "route", "replace"]:
-            assert check_rc
+        if argv[:2] == ["ip", "route"] and argv[2] in ("replace", "del"):
             self.changes.append(argv)
             dst = "default" if argv[3] == "default" else str(ipaddress.ip_network(argv[3]))
             dst = dst[:-3] if dst.endswith("/32") else dst  # ip lists a host route without /32
+            if argv[2] == "del":
+                gone = [r for r in self.routes if r["dst"] == dst and r["gateway"] == argv[5]]
+                if not gone:
+                    return 2, "", "RTNETLINK answers: No such process\n"
+                self.routes = [r for r in self.routes if r not in gone]
+                return 0, "", ""
             self.routes = [r for r in self.routes if r["dst"] != dst] + [
                 dict(dst=dst, gateway=argv[5], dev=argv[7] if len(argv) > 7 else "eth0")]
             return 0, "", ""
@@ -85,7 +90,7 @@ def test_one_exec_start_per_route_without_a_shell(unit):
 
 
 def test_ip_not_found_falls_back_to_sbin_ip(unit):
-    gateway_route.run(FakeModule(unit, ip=None))
+    gateway_route.run(FakeModule(unit, ip=None, runtime=False))
     assert directives(open(unit).read(), "ExecStart") == ["/sbin/ip route replace default via %s" % GW]
 
 
@@ -144,7 +149,7 @@ BAD = [
 def test_bad_input_is_refused_before_any_change(unit, params, message, check_mode):
     params = dict(params)
     m = FakeModule(params.pop("unit_path", unit), check_mode=check_mode, **params)
-    with pytest.raises(Failed) as e:
+    with pytest.raises(LvsNatError) as e:
         gateway_route.run(m)
     assert str(e.value).startswith(message)
     assert m.changes == [] and not os.path.exists(os.path.dirname(unit))
@@ -156,7 +161,7 @@ def test_a_foreign_unit_is_refused_before_any_change(unit, check_mode):
     with open(unit, "w") as fh:
         fh.write("[Service]\nExecStart=/usr/local/bin/mine\n")
     m = FakeModule(unit, check_mode=check_mode)
-    with pytest.raises(Failed) as e:
+    with pytest.raises(LvsNatError) as e:
         gateway_route.run(m)
     assert str(e.value).startswith("unit_path: %s exists and is not managed by lvs.nat" % unit)
     assert m.changes == [] and open(unit).read() == "[Service]\nExecStart=/usr/local/bin/mine\n"
@@ -182,7 +187,7 @@ def test_interface_is_refused_naming_it_or_each_unit_line_is_one_route_via_it(tm
     m = FakeModule(unit, check_mode=True, interface=interface, networks=["default", "198.51.100.0/26"])
     try:
         r = gateway_route.run(m)
-    except Failed as e:
+    except LvsNatError as e:
         assert str(e).startswith("interface=%r is not an interface name" % interface)
         return
     assert 1 <= len(interface) <= 15 and interface.isascii() and interface not in (".", "..") and "/" not in interface
@@ -190,3 +195,48 @@ def test_interface_is_refused_naming_it_or_each_unit_line_is_one_route_via_it(tm
     assert [shlex.split(c) for c in directives(text, "ExecStart")] == [
         ["/usr/sbin/ip", "route", "replace", net, "via", GW, "dev", interface] for net in ("default", "198.51.100.0/26")]
     assert len(text.split("\n")) == 14  # no line added
+
+
+# state: absent and persistent: false
+
+OTHER = "198.51.100.99"
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_absent_deletes_only_the_routes_via_the_gateway_and_removes_the_unit(unit, check_mode):
+    nets = ["198.51.100.0/26", "198.51.100.64/26"]
+    gateway_route.run(FakeModule(unit, networks=nets))
+    m = FakeModule(unit, networks=nets)
+    m.routes = [dict(dst="198.51.100.0/26", gateway=GW, dev="eth0"), dict(dst="198.51.100.64/26", gateway=OTHER, dev="eth0"),
+                dict(dst="default", gateway=OTHER, dev="eth0")]
+    kept = [dict(r) for r in m.routes[1:]]
+    m.check_mode, m.params["state"] = check_mode, "absent"
+    r = gateway_route.run(m)
+    assert r["changed"]
+    assert r["routes"] == {"198.51.100.0/26": None, "198.51.100.64/26": OTHER}
+    assert r["diff"][1]["after"] == "" and r["diff"][1]["before"].startswith("# Managed by lvs.nat.gateway_route")
+    if check_mode:
+        assert m.changes == [] and os.path.exists(unit) and os.path.islink(_persist.unit_link(unit))
+        return
+    assert m.changes == [["ip", "route", "del", "198.51.100.0/26", "via", GW]] and m.routes == kept
+    assert not os.path.lexists(unit) and not os.path.lexists(_persist.unit_link(unit))
+    again = FakeModule(unit, routes=m.routes, networks=nets, state="absent")
+    assert gateway_route.run(again)["changed"] is False and again.changes == []
+
+
+def test_persistent_false_removes_the_unit_an_earlier_run_wrote(unit):
+    gateway_route.run(FakeModule(unit))
+    assert os.path.exists(unit)
+    m = FakeModule(unit, persistent=False, runtime=False)
+    assert gateway_route.run(m)["changed"]
+    assert not os.path.lexists(unit) and not os.path.lexists(_persist.unit_link(unit))
+
+
+def test_absent_refuses_a_foreign_file_at_unit_path_before_any_change(unit):
+    os.makedirs(os.path.dirname(unit))
+    with open(unit, "w") as fh:
+        fh.write("[Service]\nExecStart=/usr/local/bin/mine\n")
+    m = FakeModule(unit, state="absent", routes=[dict(dst="default", gateway=GW, dev="eth0")])
+    with pytest.raises(_persist.PersistError):
+        gateway_route.run(m)
+    assert m.changes == [] and open(unit).read() == "[Service]\nExecStart=/usr/local/bin/mine\n"

@@ -26,7 +26,13 @@ class FakeModule(object):
         self.check_mode, self._diff = check_mode, True
         self.commands = []
 
-    def run_command(self, argv, check_rc=False):
+    def get_bin_path(self, name, opt_dirs=None):
+        return "/usr/sbin/" + name
+
+    def atomic_move(self, src, dest):
+        os.rename(src, dest)
+
+    def run_command(self, argv, **kwargs):
         self.commands.append(argv)
         return 0, "", ""
 
@@ -70,8 +76,12 @@ def kernel(monkeypatch, tmp_path):
 
     backend = FakeBackend(calls, held)
     monkeypatch.setattr(_persist, "lock", lock)
-    monkeypatch.setattr(nf, "detect", lambda requested: backend._call("detect") or "nftables")
-    monkeypatch.setattr(nf, "backend", lambda name: backend)
+    monkeypatch.setattr(nf, "detect", lambda module, requested: backend._call("detect") or "nftables")
+
+    def make(name, module):
+        backend.module = module
+        return backend
+    monkeypatch.setattr(nf, "backend", make)
     return backend
 
 
@@ -139,3 +149,14 @@ def test_through_the_argument_spec(kernel, rule, message, capsys, tmp_path):
     args = {"rules": [rule], "path": str(tmp_path / "r"), "unit_path": str(tmp_path / "u.service"), "_ansible_check_mode": True}
     assert fail_message(args, capsys).startswith(message)
     assert kernel.calls == [] and files(tmp_path) == []
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_persistent_false_removes_the_files_an_earlier_run_wrote(kernel, tmp_path, check_mode):
+    nat_rules.run(FakeModule(tmp_path))
+    assert files(tmp_path) == ["etc/nat-rules", "system/lvs-nat-rules.service",
+                               "system/multi-user.target.wants/lvs-nat-rules.service"]
+    r = nat_rules.run(FakeModule(tmp_path, check_mode=check_mode, persistent=False))
+    assert r["changed"] and [d["after"] for d in r["diff"][1:]] == ["", ""]
+    assert kernel.table is not None  # the rules stay in the kernel
+    assert (files(tmp_path) == []) != check_mode
