@@ -12,32 +12,27 @@ import re
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.lvs.nat.plugins.module_utils import _netfilter, _sysctl
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    MAX_U16,
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import (
+    IPVS_SERVICE_SPEC,
+    IPVS_TIMEOUTS_SPEC,
     REAL_SERVER_SPEC,
     SERVICE_KEY_RELATIONS,
     SERVICE_SPEC,
+)
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import DEST_DEFAULTS, MAX_U16, SERVICE_DEFAULTS, service_id
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_TIMEOUT as MAX_SECONDS
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     InvalidInput,
     _show,
     desired_dest,
     desired_dests,
     desired_service,
-    service_id,
     service_key,
 )
 from ansible_collections.lvs.nat.plugins.modules.gateway_route import problems as route_problems
-from ansible_collections.lvs.nat.plugins.modules.ipvs_timeouts import MAX_SECONDS
-from ansible_collections.lvs.nat.plugins.modules.ipvs_timeouts import NAMES as TIMEOUT_NAMES
 from ansible_collections.lvs.nat.plugins.modules.nat_rules import RULE_SPEC
 from ansible_collections.lvs.nat.plugins.modules.sysctl_forwarding import wanted_values
 
-# lvs.nat.ipvs_service's argument spec, as its build_module() assembles it.
-IPVS_SERVICE_SPEC = dict(
-    SERVICE_SPEC,
-    state=dict(type="str", default="present", choices=["present", "absent"]),
-    real_servers=dict(type="list", elements="dict", options=REAL_SERVER_SPEC),
-    purge_real_servers=dict(type="bool", default=False),
-)
 # What a director_services entry takes: ipvs_service options, plus the role's real_server_port and real_servers.
 ROLE_SERVICE_OPTIONS = ("protocol", "port", "fwmark", "scheduler", "scheduler_flags", "persistence_timeout",
                         "persistence_prefix", "one_packet")
@@ -111,7 +106,7 @@ def _inventory_real_server(host, role_vars, hostvars, errors):
         errors.add(["host %s: its variables cannot be read: %s" % (host, e)])
         return None
     names = dict(address="host %s %s" % (host, addr_name), weight="host %s %s" % (host, weight_var))
-    entry, bad = dict(address=address, weight=weight if found else 1), []
+    entry, bad = dict(address=address, weight=weight if found else DEST_DEFAULTS["weight"]), []
     for key in ("address", "weight"):
         entry[key], problems = _value(ROLE_REAL_SERVER_SPEC[key], entry[key], key)
         bad += ["%s: %s" % (names[key], m) for m in problems]
@@ -133,10 +128,8 @@ def _service_params(entry, vip, purge):
     if "fwmark" not in params:
         params.setdefault("protocol", "tcp")
         params["address"] = vip
-    params.setdefault("scheduler", "wlc")
-    params.setdefault("scheduler_flags", [])
-    params.setdefault("persistence_timeout", 0)
-    params.setdefault("one_packet", False)
+    for k, v in SERVICE_DEFAULTS.items():
+        params.setdefault(k, list(v) if isinstance(v, list) else v)
     params["purge_real_servers"] = purge
     return params
 
@@ -178,7 +171,8 @@ def _dests(where, svc, rs_port, real_servers, errors):
         else:
             port = rs_port if rs_port != "service port" else svc["port"] or 0
         dest = dict(address=rs["address"], port=port,
-                    weight=rs["weight"] if rs.get("weight") is not None else 1, forwarding="masq")
+                    weight=rs["weight"] if rs.get("weight") is not None else DEST_DEFAULTS["weight"],
+                    forwarding=DEST_DEFAULTS["forwarding"])
         names = dict(dict(port="%s.real_server_port" % where), **names)
         try:
             desired_dest(dest, svc, {}, where=origin)
@@ -346,8 +340,7 @@ def _sysctl_settings(settings, errors):
 
 
 def _timeouts(timeouts, errors):
-    spec = dict((n, dict(type="int")) for n in TIMEOUT_NAMES)
-    checked, problems = _validate(spec, timeouts, "director_timeouts")
+    checked, problems = _validate(IPVS_TIMEOUTS_SPEC, timeouts, "director_timeouts")
     errors.add(problems)
     wanted = dict((n, v) for n, v in (checked or {}).items() if v is not None)
     errors.add(["director_timeouts.%s: %s=%s is out of range: it must be between 1 and %d seconds" % (
@@ -368,7 +361,7 @@ def _other_variables(role_vars, errors):
     if not isinstance(pyroute2, str) or not _PYROUTE2_PIN.fullmatch(pyroute2):
         errors.add(["director_pyroute2 must be an exact pin, pyroute2==VERSION, not %s" % _show(pyroute2)])
     sha256 = role_vars.get("director_pyroute2_sha256")
-    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         errors.add(["director_pyroute2_sha256 must be a sha256 in 64 lowercase hex digits, not %s" % _show(sha256)])
     wheel = role_vars.get("director_pyroute2_wheel")
     if not isinstance(wheel, str) or (wheel and not _WHEEL_NAME.fullmatch(wheel.rsplit("/", 1)[-1])):

@@ -11,33 +11,61 @@ netmask, timeout), map "update" to delete and cannot encode an IPv6 netmask, and
 per-message request machinery costs about 2 ms per message on a TCG guest. Every request
 carries NLM_F_ACK and is matched to its ack by sequence number, so a refusal names the
 exact operation. Nothing here does I/O on import.
+
+The modules use Session only (the one door to the kernel); IPVS is its socket. The only
+module of the collection that imports pyroute2; the IPVS vocabulary is in _ipvs_names.
 """
 from __future__ import annotations
 
 import errno
 import functools
+import importlib.util
 import ipaddress
-import os
 import select
 import socket
 import struct
 
-from ansible_collections.lvs.nat.plugins.module_utils._kmod import KernelError, loaded, modprobe
+from ansible_collections.lvs.nat.plugins.module_utils import _kmod
+from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
+    CMD_DEL_DEST,
+    CMD_DEL_SERVICE,
+    CMD_GET_CONFIG,
+    CMD_GET_DEST,
+    CMD_GET_INFO,
+    CMD_GET_SERVICE,
+    CMD_NEW_DEST,
+    CMD_NEW_SERVICE,
+    CMD_SET_CONFIG,
+    FORWARDING,
+    KERNEL_TIMEOUTS,
+    PROTOCOLS,
+    SCHED_FLAGS,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    describe_failure,
+    describe_op,
+    describe_service,
+    family_of,
+    inverse_ops,
+    service_id,
+    strerror,
+)
 
-try:
+# Whether pyroute2 is installed; Session() reports its absence with missing_required_lib's text. It is imported
+# only when a socket is opened (_pyroute2): its package imports IPRoute, NDB and asyncio, about 0.25 s on a host
+# and several seconds on an emulated director, which a run refused on its input never needs.
+HAS_PYROUTE2 = importlib.util.find_spec("pyroute2") is not None
+
+
+def _pyroute2():
+    """(GenericNetlinkSocket, genlmsg, NetlinkError) from pyroute2."""
     from pyroute2.netlink import genlmsg
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.generic import GenericNetlinkSocket
-except ImportError:  # the modules report it with missing_required_lib
-    HAS_PYROUTE2 = False
-    NetlinkError = OSError
-else:
-    HAS_PYROUTE2 = True
+    return GenericNetlinkSocket, genlmsg, NetlinkError
 
-# include/uapi/linux/ip_vs.h
-CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE = 1, 2, 3, 4
-CMD_NEW_DEST, CMD_SET_DEST, CMD_DEL_DEST, CMD_GET_DEST = 5, 6, 7, 8
-CMD_SET_CONFIG, CMD_GET_CONFIG, CMD_GET_INFO = 12, 13, 15
+# include/uapi/linux/ip_vs.h: attribute numbers (the operations are in _ipvs_names)
 CMD_ATTR_SERVICE, CMD_ATTR_DEST = 1, 2
 CMD_ATTR_TIMEOUT_TCP, CMD_ATTR_TIMEOUT_TCP_FIN, CMD_ATTR_TIMEOUT_UDP = 4, 5, 6
 SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = range(1, 10)
@@ -46,18 +74,6 @@ DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH = rang
 DEST_ACTIVE, DEST_INACT, DEST_PERSIST, DEST_STATS, DEST_AF, DEST_STATS64 = range(7, 13)
 INFO_VERSION, INFO_CONN_TAB_SIZE = 1, 2
 
-SVC_F_PERSISTENT, SVC_F_ONEPACKET, SVC_F_SCHED1, SVC_F_SCHED2 = 0x1, 0x4, 0x8, 0x10
-
-PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
-FORWARDING = {"masq": 0, "local": 1, "tunnel": 2, "route": 3}
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
-# ipvsadm's -b names; SCHED1/SCHED2 mean fallback/port, for sh and mh only.
-SCHED_FLAGS = {
-    "sh": {"sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2},
-    "mh": {"mh-fallback": SVC_F_SCHED1, "mh-port": SVC_F_SCHED2},
-}
-# What the kernel holds before anyone sets them, and after ip_vs is loaded (ipvsadm --set).
-KERNEL_TIMEOUTS = {"tcp": 900, "tcp_fin": 120, "udp": 300}
 STAT_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes", "cps", "inpps", "outpps", "inbps", "outbps")
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -68,14 +84,10 @@ _U16, _U32, _U64, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struc
 
 
 class IPVSError(KernelError):
-    """A kernel or environment failure, with the errno where the kernel gave one.
+    """An IPVS failure: the message names the operation; code is the errno where the kernel gave one.
 
-    details: more of the failure for the module's result (the operations applied and rolled back).
+    details go into the module's result: applied, rolled_back, not_rolled_back, unanswered, changed.
     """
-
-    def __init__(self, msg, code=None, **details):
-        super(IPVSError, self).__init__(msg, code)
-        self.details = details
 
 
 # ---------------------------------------------------------------- codec (pure, unit tested)
@@ -205,6 +217,15 @@ def decode_service(a):
     return svc
 
 
+def _service_reply(message):
+    """The service in a reply's IPVS_CMD_ATTR_SERVICE."""
+    return decode_service(parse_attrs(message[CMD_ATTR_SERVICE]))
+
+
+def _dest_reply(message):
+    return decode_dest(parse_attrs(message[CMD_ATTR_DEST]))
+
+
 def decode_dest(a):
     af = _U16.unpack(a[DEST_AF])[0] if DEST_AF in a else socket.AF_INET
     fwd = _U32.unpack(a[DEST_FWD])[0] & 0x7
@@ -226,111 +247,80 @@ def decode_dest(a):
     }
 
 
-def family_of(address):
-    return "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
+# ---------------------------------------------------------------- the one door
 
+def _missing_pyroute2():
+    from ansible.module_utils.basic import missing_required_lib  # here: importing _ipvs needs no AnsibleModule
+    return missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)")
 
-def describe_service(svc):
-    if svc["fwmark"]:
-        return "FWM %s (%s)" % (svc["fwmark"], svc["family"])
-    addr = svc["address"]
-    return "%s %s:%s" % (svc["protocol"].upper(), "[%s]" % addr if ":" in addr else addr, svc["port"])
-
-
-def describe_dest(dest):
-    addr = dest["address"]
-    return "%s:%s" % ("[%s]" % addr if ":" in addr else addr, dest["port"])
-
-
-def strerror(code):
-    # IPVS gives errno values its own meaning (ipvsadm's ipvs_strerror).
-    special = {errno.ESRCH: "No such service", errno.ENOENT: "No such destination or scheduler",
-               errno.EEXIST: "Already exists", errno.EINVAL: "Invalid argument", errno.ERANGE: "Out of range",
-               errno.EAFNOSUPPORT: "Address family not supported by the service", errno.EBUSY: "Busy"}
-    return special.get(code) or os.strerror(code)
-
-
-_VERBS = {CMD_NEW_SERVICE: "add", CMD_SET_SERVICE: "edit", CMD_DEL_SERVICE: "delete",
-          CMD_NEW_DEST: "add", CMD_SET_DEST: "edit", CMD_DEL_DEST: "delete"}
-
-
-def describe_op(op):
-    """'add real server 198.51.100.101:8080 to TCP 198.51.100.10:80' and the like."""
-    cmd, svc, dest = op
-    verb = _VERBS[cmd]
-    if dest is None:
-        return "%s service %s" % (verb, describe_service(svc))
-    return "%s real server %s %s %s" % (
-        verb, describe_dest(dest), {"add": "to", "delete": "from"}.get(verb, "of"), describe_service(svc))
-
-
-def describe_failure(op, code):
-    return "Failed to %s: %s (errno %d)" % (describe_op(op), strerror(code), code)
-
-
-def service_id(svc):
-    """A service's identity, hashable: what the user's key gives and the kernel reports."""
-    return (svc["family"], svc["fwmark"], svc["protocol"], svc["address"], svc["port"])
-
-
-def dest_id(d):
-    return (d["address"], d["port"])
-
-
-def inverse_ops(op, before):
-    """The operations that undo op, given before (service id -> the service with its real servers as
-    they were); None where the entry as it was is unknown."""
-    cmd, svc, dest = op
-    old_svc = before.get(service_id(svc))
-    if cmd == CMD_NEW_SERVICE:
-        return [(CMD_DEL_SERVICE, svc, None)]
-    if cmd == CMD_DEL_SERVICE:
-        old = old_svc or svc
-        return [(CMD_NEW_SERVICE, old, None)] + [(CMD_NEW_DEST, old, d) for d in old.get("real_servers", [])]
-    if cmd == CMD_SET_SERVICE:
-        return [(CMD_SET_SERVICE, old_svc, None)] if old_svc else None
-    if cmd == CMD_NEW_DEST:
-        return [(CMD_DEL_DEST, svc, dest)]
-    old_dests = dict((dest_id(d), d) for d in (old_svc or {}).get("real_servers", []))
-    old = old_dests.get(dest_id(dest)) or (dest if cmd == CMD_DEL_DEST and "forwarding" in dest else None)
-    if old is None:
-        return None
-    return [(CMD_NEW_DEST if cmd == CMD_DEL_DEST else CMD_SET_DEST, svc, old)]
-
-
-# ---------------------------------------------------------------- kernel modules
 
 class Session(object):
-    """A module run's access to IPVS.
+    """A module run's access to IPVS: the modules read and write the kernel through this only.
 
-    Reading loads nothing, so a read and check mode change no kernel state; where ip_vs is
-    not loaded the kernel holds no table. writer() loads the kernel modules a change needs.
-    Construction fails early, with modprobe's message, where a module could not be loaded.
+    Reading loads nothing, so a read and check mode change no kernel state; where ip_vs is not loaded
+    the kernel holds no table and would start with KERNEL_TIMEOUTS. The writes load the kernel modules
+    they need first. Construction fails early, with modprobe's message, where ip_vs could not be loaded,
+    and without pyroute2 with missing_required_lib's. Every failure is an IPVSError (or modprobe's
+    KernelError) whose message names the operation; every answer of the kernel is waited for IPVS.TIMEOUT
+    seconds at most.
     """
 
-    def __init__(self, kernel_modules):
-        modprobe(kernel_modules, dry_run=True)
-        self.ipvs = IPVS() if loaded("ip_vs") else None
+    def __init__(self, module):
+        if not HAS_PYROUTE2:
+            raise IPVSError(_missing_pyroute2())
+        self._module = module
+        _kmod.modprobe(module, ["ip_vs"], dry_run=True)
+        self.loaded = _kmod.loaded("ip_vs")
+        self._ipvs = IPVS() if self.loaded else None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.ipvs is not None:
-            self.ipvs.close()
+        self.close()
+
+    def close(self):
+        if self._ipvs is not None:
+            self._ipvs.close()
+            self._ipvs = None
+
+    # -- reads
+    def table(self):
+        """Every service with its real servers, as the kernel holds them; [] where ip_vs is not loaded."""
+        return self._ipvs.table() if self._ipvs else []
 
     def service(self, key):
-        """The service with its real servers, or None."""
-        svc = self.ipvs.service(key) if self.ipvs else None
+        """The service with key's identity, with its real servers, or None."""
+        svc = self._ipvs.service(key) if self._ipvs else None
         if svc is not None:
-            svc["real_servers"] = self.ipvs.dests(svc)
+            svc["real_servers"] = self._ipvs.dests(svc)
         return svc
 
-    def writer(self, kernel_modules):
-        modprobe(kernel_modules)
-        if self.ipvs is None:
-            self.ipvs = IPVS()
-        return self.ipvs
+    def timeouts(self):
+        """tcp, tcp_fin and udp in seconds; where ip_vs is not loaded, what loading it brings."""
+        return self._ipvs.timeouts() if self._ipvs else dict(KERNEL_TIMEOUTS)
+
+    def info(self):
+        """version and conn_tab_size, or None where ip_vs is not loaded."""
+        return self._ipvs.info() if self._ipvs else None
+
+    # -- writes (never in check mode: there they change nothing)
+    def _writer(self, kernel_modules):
+        _kmod.modprobe(self._module, kernel_modules)
+        if self._ipvs is None:
+            self._ipvs = IPVS()
+        return self._ipvs
+
+    def apply(self, ops, before=(), schedulers=()):
+        """Load ip_vs and the schedulers' modules (ip_vs_<name>), then apply ops as IPVS.apply does: a refusal
+        rolls back what the run applied (before: the services as the plan found them, with real servers)."""
+        if ops and not self._module.check_mode:
+            self._writer(["ip_vs"] + ["ip_vs_%s" % name for name in schedulers]).apply(ops, before=before)
+
+    def set_timeouts(self, tcp, tcp_fin, udp):
+        """ipvsadm --set, ip_vs loaded first; 0 leaves a timeout as it is."""
+        if not self._module.check_mode:
+            self._writer(["ip_vs"]).set_timeouts(tcp, tcp_fin, udp)
 
 
 # ---------------------------------------------------------------- the socket
@@ -343,15 +333,16 @@ class IPVS(object):
     silence = "no answer from the kernel"  # why the last batch's answers are missing
 
     def __init__(self):
+        socket_class, genlmsg, netlink_error = _pyroute2()
         try:
-            self._genl = GenericNetlinkSocket()
+            self._genl = socket_class()
         except OSError as e:
             raise IPVSError("Failed to open a generic netlink socket: %s (errno %s)" % (e.strerror or e, e.errno), e.errno) from e
         try:
             self._genl.bind("IPVS", genlmsg)
         except OSError as e:  # pyroute2's NetlinkError is an OSError too: the kernel answered, it has no such family
             self._genl.close()
-            if isinstance(e, NetlinkError):
+            if isinstance(e, netlink_error):
                 raise IPVSError("The kernel has no IPVS netlink family (ip_vs not loaded or not built): %s" % e,
                                 e.code) from e
             raise IPVSError("Failed to resolve the IPVS netlink family: %s (errno %s)" % (e.strerror or e, e.errno),
@@ -429,15 +420,13 @@ class IPVS(object):
 
     # -- reads
     def services(self):
-        return self._read("read the IPVS services", CMD_GET_SERVICE, dump=True,
-                          decode=lambda m: decode_service(parse_attrs(m[CMD_ATTR_SERVICE])))
+        return self._read("read the IPVS services", CMD_GET_SERVICE, dump=True, decode=_service_reply)
 
     def service(self, svc):
         """The kernel's entry for svc's key, or None."""
         try:
             replies = self._read("read service %s" % describe_service(svc), CMD_GET_SERVICE,
-                                 encode_service(svc, key_only=True),
-                                 decode=lambda m: decode_service(parse_attrs(m[CMD_ATTR_SERVICE])))
+                                 encode_service(svc, key_only=True), decode=_service_reply)
         except IPVSError as e:
             if e.code in (errno.ESRCH, errno.ENOENT):
                 return None
@@ -446,8 +435,7 @@ class IPVS(object):
 
     def dests(self, svc):
         return self._read("read the real servers of %s" % describe_service(svc), CMD_GET_DEST,
-                          encode_service(svc, key_only=True), dump=True,
-                          decode=lambda m: decode_dest(parse_attrs(m[CMD_ATTR_DEST])))
+                          encode_service(svc, key_only=True), dump=True, decode=_dest_reply)
 
     def table(self):
         """Every service with its real servers, as the kernel holds them."""

@@ -2,7 +2,7 @@
 # Copyright: lvs.nat contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""IPVS argument specs, validation, normalisation and planning. Pure: no kernel I/O.
+"""IPVS validation, normalisation and planning. Pure: no kernel I/O, no socket, no pyroute2, no AnsibleModule.
 
 One algorithm for every IPVS module: the user's options become a desired object in which
 an option left out keeps the kernel's current value (or the creation default); desired and
@@ -15,70 +15,39 @@ import functools
 import ipaddress
 import re
 
-from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs import (
+from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
+    ALL_SCHED_FLAGS,
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
     CMD_NEW_DEST,
     CMD_NEW_SERVICE,
     CMD_SET_DEST,
     CMD_SET_SERVICE,
-    HAS_PYROUTE2,
+    DEST_DEFAULTS,
+    DEST_FIELDS,
+    FORWARDING_CHOICES,
+    MAX_I32,
+    MAX_PERSISTENCE,
+    MAX_TIMEOUT,
+    MAX_U16,
+    MAX_U32,
     PROTOCOLS,
     SCHED_FLAGS,
     SCHEDULERS,
-    KernelError,
+    SERVICE_DEFAULTS,
+    SERVICE_FIELDS,
+    TIMEOUT_NAMES,
     describe_dest,
     describe_service,
     dest_id,
     service_id,
 )
-from ansible_collections.lvs.nat.plugins.module_utils._persist import PersistError
-
-MAX_U16, MAX_I32, MAX_U32 = 65535, 2 ** 31 - 1, 2 ** 32 - 1
-# ipvsadm refuses a persistence timeout above 31 days, so a saved table with a longer one stops
-# ipvsadm-restore at that line; the kernel itself wraps values above about 4.29 million seconds.
-MAX_PERSISTENCE = 31 * 86400
-ALL_SCHED_FLAGS = sorted(f for flags in SCHED_FLAGS.values() for f in flags)
-
-SERVICE_KEY_SPEC = dict(
-    protocol=dict(type="str", choices=sorted(PROTOCOLS)),
-    address=dict(type="str"),
-    port=dict(type="int"),
-    fwmark=dict(type="int"),
-    family=dict(type="str", choices=["ipv4", "ipv6"]),
-)
-SERVICE_KEY_RELATIONS = dict(
-    required_one_of=[("address", "fwmark")],
-    mutually_exclusive=[("fwmark", "address"), ("fwmark", "port"), ("fwmark", "protocol")],
-    required_together=[("address", "port")],
-)
-SERVICE_SPEC = dict(
-    SERVICE_KEY_SPEC,
-    scheduler=dict(type="str", choices=list(SCHEDULERS)),
-    scheduler_flags=dict(type="list", elements="str", choices=ALL_SCHED_FLAGS),
-    persistence_timeout=dict(type="int"),
-    persistence_prefix=dict(type="int"),
-    one_packet=dict(type="bool"),
-)
-REAL_SERVER_SPEC = dict(
-    address=dict(type="str", required=True),
-    port=dict(type="int"),
-    forwarding=dict(type="str", choices=["masq", "route", "tunnel"]),
-    weight=dict(type="int"),
-    upper_threshold=dict(type="int"),
-    lower_threshold=dict(type="int"),
-)
-
-SERVICE_DEFAULTS = dict(scheduler="wlc", scheduler_flags=[], persistence_timeout=0, one_packet=False)
-DEST_DEFAULTS = dict(forwarding="masq", weight=1, upper_threshold=0, lower_threshold=0)
-SERVICE_FIELDS = ("scheduler", "scheduler_flags", "persistence_timeout", "persistence_prefix", "one_packet")
-DEST_FIELDS = ("forwarding", "weight", "upper_threshold", "lower_threshold")
 
 
-class InvalidInput(ValueError):
+class InvalidInput(LvsNatError, ValueError):
     """Bad input, found before anything changes; the message names the option."""
 
 
@@ -202,6 +171,38 @@ def _service_options(params, max_prefix):
     return given
 
 
+def precheck_service(params, where=""):
+    """The checks of desired_service and desired_dests that need no kernel: the key, each option and each real
+    server's address and options on their own; the relations between fields wait for the kernel's values. The
+    modules call it before opening the Session, so bad input costs no kernel access. Returns the service key."""
+    key = service_key(params, where)
+    _service_options(params, 128 if key["family"] == "ipv6" else 32)
+    entries = params.get("real_servers")
+    if entries is not None:
+        if not isinstance(entries, (list, tuple)):
+            raise InvalidInput("real_servers=%s is not a list" % _show(entries))
+        for i, entry in enumerate(entries):
+            precheck_dest(entry, key, "real_servers[%d]" % i)
+    return key
+
+
+def precheck_table(entries):
+    """precheck_service for each of ipvs_table's services, the error naming services[i]."""
+    for i, entry in enumerate(entries):
+        try:
+            precheck_service(entry)
+        except InvalidInput as e:
+            raise InvalidInput("services[%d]: %s" % (i, e)) from None
+
+
+def precheck_dest(entry, key, where="real server"):
+    """A real server's address and options on their own (desired_dest checks them again with the relations)."""
+    if not isinstance(entry, dict):
+        raise InvalidInput("%s=%s is not a dict with address, port, ..." % (where, _show(entry)))
+    _dest_address(entry, key, where)
+    _dest_options(entry, where)
+
+
 def desired_service(params, current):
     """The service the user asked for: set options win, the rest keeps current or defaults.
 
@@ -249,7 +250,7 @@ def _dest_options(entry, where):
     """A real server's settings the user set, checked and converted; None for those left out."""
     given = dict(
         port=_integer("%s port" % where, entry.get("port")),
-        forwarding=_choice("%s forwarding" % where, entry.get("forwarding"), ("masq", "route", "tunnel")),
+        forwarding=_choice("%s forwarding" % where, entry.get("forwarding"), FORWARDING_CHOICES),
         weight=_integer("%s weight" % where, entry.get("weight")),
         upper_threshold=_integer("%s upper_threshold" % where, entry.get("upper_threshold")),
         lower_threshold=_integer("%s lower_threshold" % where, entry.get("lower_threshold")),
@@ -275,8 +276,7 @@ def _dest_address(entry, svc, where):
 
 def desired_dest(entry, svc, have, where="real server"):
     """A real server as asked; unset options keep the kernel's values (have: id -> dest) or defaults."""
-    if not isinstance(entry, dict):
-        raise InvalidInput("%s=%s is not a dict with address, port, ..." % (where, _show(entry)))
+    precheck_dest(entry, svc, where)
     address = _dest_address(entry, svc, where)
     given = _dest_options(entry, where)
     port = given["port"]
@@ -413,14 +413,13 @@ def plan_dest(svc, current, desired):
     return [], current
 
 
-def run_module(build_module, run):
-    """main() of every IPVS module: pyroute2 present, run, errors as failures naming the problem."""
-    module = build_module()
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)"))
-    try:
-        module.exit_json(**run(module))
-    except (InvalidInput, PersistError) as e:  # PersistError: an owned file's lock not taken in time
-        module.fail_json(msg=str(e))
-    except KernelError as e:  # IPVSError, or modprobe's failure to load a kernel module
-        module.fail_json(msg=str(e), errno=e.code, **getattr(e, "details", {}))
+def desired_timeouts(params):
+    """The connection timeouts the user set (tcp, tcp_fin, udp -> seconds), each within what the kernel takes."""
+    wanted = {}
+    for name in TIMEOUT_NAMES:
+        value = _integer(name, params.get(name))
+        if value is not None and not 1 <= value <= MAX_TIMEOUT:
+            raise InvalidInput("%s=%s is out of range: it must be between 1 and %d seconds" % (name, value, MAX_TIMEOUT))
+        if value is not None:
+            wanted[name] = value
+    return wanted

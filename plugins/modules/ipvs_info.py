@@ -17,7 +17,7 @@ description:
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - lvs.nat.ipvs
+  - lvs.nat.ipvs_options
 attributes:
   check_mode:
     support: full
@@ -111,7 +111,7 @@ services:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import run_module
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
 def build_module():
@@ -119,11 +119,12 @@ def build_module():
 
 
 def run(module):
-    with _ipvs.Session(["ip_vs"]) as kernel:
-        if kernel.ipvs is None:
+    with _ipvs.Session(module) as kernel:
+        info = kernel.info()
+        if info is None:  # ip_vs not loaded: the kernel holds no table (reading loads nothing)
             return dict(changed=False, ipvs_loaded=False, services=[])
-        result = dict(changed=False, ipvs_loaded=True, services=kernel.ipvs.table(), timeouts=kernel.ipvs.timeouts())
-        result.update(kernel.ipvs.info())
+        result = dict(changed=False, ipvs_loaded=True, services=kernel.table(), timeouts=kernel.timeouts())
+    result.update(info)
     return result
 
 

@@ -18,8 +18,8 @@ description:
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - lvs.nat.ipvs
-  - lvs.nat.ipvs.real_server
+  - lvs.nat.ipvs_options
+  - lvs.nat.ipvs_options.real_server
 attributes:
   check_mode:
     support: full
@@ -77,7 +77,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Add a NAT real server to the web service, port 80 mapped to 8080
-  lvs.nat.ipvs_real_server:
+  lvs.nat.ipvs_options.real_server:
     service:
       protocol: tcp
       address: 198.51.100.10
@@ -87,7 +87,7 @@ EXAMPLES = r"""
     weight: 3
 
 - name: Drain a real server before maintenance (weight 0 keeps it in the table)
-  lvs.nat.ipvs_real_server:
+  lvs.nat.ipvs_options.real_server:
     service:
       address: 198.51.100.10
       port: 80
@@ -96,7 +96,7 @@ EXAMPLES = r"""
     weight: 0
 
 - name: Limit a real server to 500 active connections
-  lvs.nat.ipvs_real_server:
+  lvs.nat.ipvs_options.real_server:
     service:
       fwmark: 1
     address: 198.51.100.102
@@ -104,7 +104,7 @@ EXAMPLES = r"""
     lower_threshold: 400
 
 - name: Remove a real server
-  lvs.nat.ipvs_real_server:
+  lvs.nat.ipvs_options.real_server:
     service:
       address: 198.51.100.10
       port: 80
@@ -174,29 +174,14 @@ not_rolled_back:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    DEST_FIELDS,
-    REAL_SERVER_SPEC,
-    SERVICE_KEY_RELATIONS,
-    SERVICE_KEY_SPEC,
-    InvalidInput,
-    desired_dest,
-    dest_id,
-    plan_dest,
-    run_module,
-    service_key,
-)
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_REAL_SERVER_SPEC
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import DEST_FIELDS, describe_op, describe_service, dest_id
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, desired_dest, plan_dest, precheck_dest, service_key
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            REAL_SERVER_SPEC,
-            service=dict(type="dict", required=True, options=SERVICE_KEY_SPEC, **SERVICE_KEY_RELATIONS),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-        ),
-        supports_check_mode=True,
-    )
+    return AnsibleModule(argument_spec=IPVS_REAL_SERVER_SPEC, supports_check_mode=True)
 
 
 def _view(dest):
@@ -206,24 +191,23 @@ def _view(dest):
 def run(module):
     p = module.params
     key = service_key(p["service"], where="service.")
-    with _ipvs.Session(["ip_vs"]) as kernel:
+    precheck_dest(p, key)
+    with _ipvs.Session(module) as kernel:
         svc = kernel.service(key)
         if svc is None:
             if p["state"] == "absent":
                 return dict(changed=False, real_server={}, changes=[])
             raise InvalidInput("service.%s: the service %s does not exist; create it first with lvs.nat.ipvs_service"
-                               % ("fwmark" if key["fwmark"] else "address", _ipvs.describe_service(key)))
+                               % ("fwmark" if key["fwmark"] else "address", describe_service(key)))
         have = dict((dest_id(d), d) for d in svc["real_servers"])
         wanted = desired_dest(p, svc, have)
         current = have.get(dest_id(wanted))
         ops, after = plan_dest(svc, current, wanted if p["state"] == "present" else None)
         if ops and not module.check_mode:
-            kernel.writer(["ip_vs"]).apply(ops, before=[svc])
+            kernel.apply(ops, before=[svc])
             after = dict((dest_id(d), d) for d in kernel.service(key)["real_servers"]).get(dest_id(wanted))
-    result = dict(changed=bool(ops), real_server=_view(after), changes=[_ipvs.describe_op(op) for op in ops])
-    if module._diff:
-        result["diff"] = dict(before=_view(current), after=_view(after))
-    return result
+    return dict(changed=bool(ops), real_server=_view(after), changes=[describe_op(op) for op in ops],
+                diff=dict(before=_view(current), after=_view(after)))
 
 
 def main():

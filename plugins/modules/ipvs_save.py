@@ -23,7 +23,7 @@ description:
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - lvs.nat.ipvs
+  - lvs.nat.ipvs_options
 attributes:
   check_mode:
     support: full
@@ -34,7 +34,9 @@ attributes:
     platforms: linux
 options:
   state:
-    description: V(present) saves the owned services and the timeouts; V(absent) removes the file and the unit.
+    description:
+      - V(present) saves the owned services and the timeouts; V(absent) disables and removes the unit and removes the
+        file. The IPVS table is left as it is.
     type: str
     choices: [present, absent]
     default: present
@@ -94,7 +96,9 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import MAX_U32, InvalidInput, _int_range, _ip, dest_order, run_module
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, _int_range, _ip, dest_order
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 HEADER = "# Managed by lvs.nat.ipvs_save: the owned IPVS services and the timeouts, one ipvsadm command a line.\n"
 FWD_FLAGS = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
@@ -211,40 +215,26 @@ def check(params):
     return selection(params)
 
 
-def desired(params, selected):
-    """The saved lines, and the file and unit that hold them."""
-    if params["state"] == "absent":
-        return [], dict(rules=None, unit=None, enabled=False)
-    with _ipvs.Session(["ip_vs"]) as kernel:
-        if kernel.ipvs is None:  # ip_vs not loaded: an empty table and the kernel's default timeouts
-            table, timeouts = [], dict(_ipvs.KERNEL_TIMEOUTS)
-        else:
-            table, timeouts = kernel.ipvs.table(), kernel.ipvs.timeouts()
-    lines = render(owned(table, selected), timeouts)
-    return lines, dict(rules=HEADER + "\n".join(lines) + "\n", unit=_persist.unit_text(
-        "ipvs_save", "lvs.nat IPVS services, thresholds and timeouts", restore_command(params["path"]),
-        ["systemd-modules-load.service", "local-fs.target"]), enabled=True)
+def saved_lines(module, selected):
+    """The lines to save: the owned services as the kernel holds them, and the timeouts."""
+    with _ipvs.Session(module) as kernel:
+        table, timeouts = kernel.table(), kernel.timeouts()
+    return render(owned(table, selected), timeouts)
 
 
 def run(module):
     p = module.params
     selected = check(p)
+    present = p["state"] == "present"
     # One run at a time reads the kernel and replaces the file: two overlapping runs would save the older table last.
     with _persist.lock("ipvs_save"):
-        foreign = _persist.foreign_problems([("path", p["path"]), ("unit_path", p["unit_path"])])
-        if foreign:
-            raise InvalidInput("; ".join(foreign))
-        before = dict(rules=_persist.read_file(p["path"]), **_persist.unit_state(p["unit_path"]))
-        lines, after = desired(p, selected)
-        changed = after != before
-        if changed and not module.check_mode:
-            _persist.sync({p["path"]: (after["rules"], 0o600)})
-            _persist.sync_unit(module, p["unit_path"], after["unit"])
-    result = dict(changed=changed, rules=lines)
-    if module._diff:
-        result["diff"] = dict(before_header=p["path"], after_header=p["path"], before=before["rules"] or "",
-                              after=after["rules"] or "")
-    return result
+        lines = saved_lines(module, selected) if present else []
+        unit = _persist.unit_text("ipvs_save", "lvs.nat IPVS services, thresholds and timeouts",
+                                  restore_command(p["path"]), ["systemd-modules-load.service", "local-fs.target"])
+        files = _persist.Owned(files=[("path", p["path"], HEADER + "\n".join(lines) + "\n" if present else None, 0o600)],
+                               units=[("unit_path", p["unit_path"], unit if present else None)]).install(module)
+    return dict(changed=files["changed"], rules=lines,
+                diff=files["diff"])
 
 
 def main():

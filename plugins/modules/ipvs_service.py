@@ -19,8 +19,8 @@ description:
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - lvs.nat.ipvs
-  - lvs.nat.ipvs.service_key
+  - lvs.nat.ipvs_options
+  - lvs.nat.ipvs_options.service_key
 attributes:
   check_mode:
     support: full
@@ -88,7 +88,7 @@ options:
         type: int
       forwarding:
         description:
-          - Forwarding method; V(masq) (NAT) on creation. See M(lvs.nat.ipvs_real_server).
+          - Forwarding method; V(masq) (NAT) on creation. See M(lvs.nat.ipvs_options.real_server).
         type: str
         choices: [masq, route, tunnel]
       weight:
@@ -109,7 +109,7 @@ options:
     type: bool
     default: false
 seealso:
-  - module: lvs.nat.ipvs_real_server
+  - module: lvs.nat.ipvs_options.real_server
   - module: lvs.nat.ipvs_info
   - module: lvs.nat.ipvs_timeouts
 """
@@ -260,36 +260,27 @@ not_rolled_back:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_SERVICE_SPEC, SERVICE_KEY_RELATIONS
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import describe_op
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    REAL_SERVER_SPEC,
-    SERVICE_KEY_RELATIONS,
-    SERVICE_SPEC,
     config_view,
     desired_dests,
     desired_service,
     plan_service,
-    run_module,
+    precheck_service,
     service_key,
 )
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            SERVICE_SPEC,
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            real_servers=dict(type="list", elements="dict", options=REAL_SERVER_SPEC),
-            purge_real_servers=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-        **SERVICE_KEY_RELATIONS
-    )
+    return AnsibleModule(argument_spec=IPVS_SERVICE_SPEC, supports_check_mode=True, **SERVICE_KEY_RELATIONS)
 
 
 def run(module):
     p = module.params
-    key = service_key(p)
-    with _ipvs.Session(["ip_vs"]) as kernel:
+    key = precheck_service(p) if p["state"] == "present" else service_key(p)
+    with _ipvs.Session(module) as kernel:
         current = kernel.service(key)
         desired = desired_service(p, current) if p["state"] == "present" else None
         dests = None
@@ -297,13 +288,11 @@ def run(module):
             dests = desired_dests(p["real_servers"], desired, current and current["real_servers"])
         ops, after = plan_service(current, desired, dests, p["purge_real_servers"])
         if ops and not module.check_mode:
-            writer = kernel.writer(["ip_vs"] + (["ip_vs_%s" % desired["scheduler"]] if desired else []))
-            writer.apply(ops, before=[current] if current else [])  # a refusal rolls back what was applied
+            # A refusal rolls back what was applied.
+            kernel.apply(ops, before=[current] if current else [], schedulers=[desired["scheduler"]] if desired else [])
             after = kernel.service(key)
-    result = dict(changed=bool(ops), service=config_view(after), changes=[_ipvs.describe_op(op) for op in ops])
-    if module._diff:
-        result["diff"] = dict(before=config_view(current), after=config_view(after))
-    return result
+    return dict(changed=bool(ops), service=config_view(after), changes=[describe_op(op) for op in ops],
+                diff=dict(before=config_view(current), after=config_view(after)))
 
 
 def main():

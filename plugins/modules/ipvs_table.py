@@ -24,7 +24,7 @@ description:
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - lvs.nat.ipvs
+  - lvs.nat.ipvs_options
 attributes:
   check_mode:
     support: full
@@ -229,51 +229,33 @@ not_rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    REAL_SERVER_SPEC,
-    SERVICE_KEY_RELATIONS,
-    SERVICE_SPEC,
-    config_view,
-    plan_table,
-    run_module,
-    service_id,
-)
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _ipvs_args, _ipvs_names, _ipvs_plan
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            services=dict(type="list", elements="dict", required=True, options=dict(
-                SERVICE_SPEC,
-                real_servers=dict(type="list", elements="dict", options=REAL_SERVER_SPEC),
-            ), **SERVICE_KEY_RELATIONS),
-            purge_real_servers=dict(type="bool", default=False),
-            purge_services=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
+    return AnsibleModule(argument_spec=_ipvs_args.IPVS_TABLE_SPEC, supports_check_mode=True)
 
 
 def run(module):
     p = module.params
-    with _ipvs.Session(["ip_vs"]) as kernel:
-        current = kernel.ipvs.table() if kernel.ipvs else []
-        ops, after, removed = plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"])
+    _ipvs_plan.precheck_table(p["services"])
+    with _ipvs.Session(module) as kernel:
+        current = kernel.table()
+        ops, after, removed = _ipvs_plan.plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"])
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
-            kernel.writer(["ip_vs"] + ["ip_vs_%s" % s for s in schedulers]).apply(ops, before=current)
-            held = dict((service_id(svc), svc) for svc in kernel.ipvs.table())
-            after = [held.get(service_id(svc)) for svc in after]
+            kernel.apply(ops, before=current, schedulers=schedulers)
+            held = dict((_ipvs_names.service_id(svc), svc) for svc in kernel.table())
+            after = [held.get(_ipvs_names.service_id(svc)) for svc in after]
     # Only what the run touched: a large table's unchanged services would make every result (and its processing by
     # ansible-core) as large as the table. lvs.nat.ipvs_info reads the whole table.
-    touched = set(service_id(op[1]) for op in ops)
-    result = dict(changed=bool(ops), services=[config_view(svc) for svc in after if service_id(svc) in touched],
-                  removed=[config_view(svc) for svc in removed], changes=[_ipvs.describe_op(op) for op in ops])
-    if module._diff:
-        result["diff"] = dict(before=[config_view(svc) for svc in current if service_id(svc) in touched],
-                              after=result["services"])
+    touched = set(_ipvs_names.service_id(op[1]) for op in ops)
+    result = dict(changed=bool(ops), services=[_ipvs_plan.config_view(svc) for svc in after if _ipvs_names.service_id(svc) in touched],
+                  removed=[_ipvs_plan.config_view(svc) for svc in removed], changes=[_ipvs_names.describe_op(op) for op in ops])
+    result["diff"] = dict(before=[_ipvs_plan.config_view(svc) for svc in current if _ipvs_names.service_id(svc) in touched],
+                          after=result["services"])
     return result
 
 

@@ -16,7 +16,7 @@ description:
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - lvs.nat.ipvs
+  - lvs.nat.ipvs_options
 attributes:
   check_mode:
     support: full
@@ -57,39 +57,28 @@ timeouts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import run_module
-
-NAMES = ("tcp", "tcp_fin", "udp")
-# The kernel stores timeouts in jiffies and refuses values whose jiffies overflow an int.
-MAX_SECONDS = 2147483
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_TIMEOUTS_SPEC
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import TIMEOUT_NAMES
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import desired_timeouts
+from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict((n, dict(type="int")) for n in NAMES),
-        required_one_of=[NAMES],
-        supports_check_mode=True,
-    )
+    return AnsibleModule(argument_spec=IPVS_TIMEOUTS_SPEC, required_one_of=[TIMEOUT_NAMES], supports_check_mode=True)
 
 
 def run(module):
-    wanted = dict((n, module.params[n]) for n in NAMES if module.params[n] is not None)
-    for name, value in wanted.items():
-        if not 1 <= value <= MAX_SECONDS:
-            module.fail_json(msg="%s=%s is out of range: it must be between 1 and %d seconds" % (name, value, MAX_SECONDS))
-    with _ipvs.Session(["ip_vs"]) as kernel:
-        # Where ip_vs is not loaded yet, loading it brings the kernel's defaults.
-        before = kernel.ipvs.timeouts() if kernel.ipvs else dict(_ipvs.KERNEL_TIMEOUTS)
+    wanted = desired_timeouts(module.params)
+    with _ipvs.Session(module) as kernel:
+        # Where ip_vs is not loaded yet, this is what loading it brings.
+        before = kernel.timeouts()
         after = dict(before, **wanted)
         changed = after != before
         if changed and not module.check_mode:
-            ipvs = kernel.writer(["ip_vs"])
-            ipvs.set_timeouts(*[wanted.get(n, 0) for n in NAMES])  # 0 leaves a timeout as it is
-            after = ipvs.timeouts()
-    result = dict(changed=changed, timeouts=after)
-    if module._diff:
-        result["diff"] = dict(before=before, after=after)
-    return result
+            kernel.set_timeouts(*[wanted.get(n, 0) for n in TIMEOUT_NAMES])  # 0 leaves a timeout as it is
+            after = kernel.timeouts()
+    return dict(changed=changed, timeouts=after,
+                diff=dict(before=before, after=after))
 
 
 def main():

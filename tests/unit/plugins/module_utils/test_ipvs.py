@@ -10,6 +10,7 @@ import types
 import pytest
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs_names as N
 from ansible_collections.lvs.nat.plugins.module_utils import _kmod as K
 
 
@@ -62,7 +63,7 @@ def test_wire_formats_the_kernel_expects():
     assert attrs[I.SVC_PORT] == b"\x00\x50"
     assert attrs[I.SVC_ADDR] == socket.inet_aton("198.51.100.10") + b"\0" * 12
     assert attrs[I.SVC_NETMASK] == b"\xff\xff\xff\x00"
-    assert struct.unpack("=II", attrs[I.SVC_FLAGS]) == (I.SVC_F_PERSISTENT, 0xFFFFFFFF)
+    assert struct.unpack("=II", attrs[I.SVC_FLAGS]) == (N.SVC_F_PERSISTENT, 0xFFFFFFFF)
     assert I.pack_netmask("ipv6", 64) == struct.pack("=I", 64)
     assert I.unpack_netmask(I.pack_netmask("ipv4", 0 + 1), socket.AF_INET) == 1
 
@@ -76,23 +77,27 @@ def test_attributes_are_padded_to_four_bytes():
 def test_descriptions_name_the_object():
     s = svc()
     d = dict(address="198.51.100.101", port=8080)
-    assert I.describe_op((I.CMD_NEW_DEST, s, d)) == "add real server 198.51.100.101:8080 to TCP 198.51.100.10:80"
-    assert I.describe_op((I.CMD_DEL_DEST, s, d)) == "delete real server 198.51.100.101:8080 from TCP 198.51.100.10:80"
-    assert I.describe_op((I.CMD_SET_SERVICE, svc(family="ipv6", address="2001:db8::1"), None)) == \
+    assert N.describe_op((N.CMD_NEW_DEST, s, d)) == "add real server 198.51.100.101:8080 to TCP 198.51.100.10:80"
+    assert N.describe_op((N.CMD_DEL_DEST, s, d)) == "delete real server 198.51.100.101:8080 from TCP 198.51.100.10:80"
+    assert N.describe_op((N.CMD_SET_SERVICE, svc(family="ipv6", address="2001:db8::1"), None)) == \
         "edit service TCP [2001:db8::1]:80"
-    assert I.describe_failure((I.CMD_NEW_DEST, s, d), 3) == \
+    assert N.describe_failure((N.CMD_NEW_DEST, s, d), 3) == \
         "Failed to add real server 198.51.100.101:8080 to TCP 198.51.100.10:80: No such service (errno 3)"
-    assert "FWM 7 (ipv4)" in I.describe_op((I.CMD_DEL_SERVICE, svc(fwmark=7), None))
+    assert "FWM 7 (ipv4)" in N.describe_op((N.CMD_DEL_SERVICE, svc(fwmark=7), None))
 
 
 def test_modprobe_reports_the_tool_failure(monkeypatch):
-    class Proc:
-        returncode, stdout, stderr = 1, "", "modprobe: FATAL: Module ip_vs_twos not found"
+    class Module:
+        def get_bin_path(self, name, opt_dirs=()):
+            return "/usr/sbin/" + name
+
+        def run_command(self, argv, **kw):
+            return 1, "", "modprobe: FATAL: Module ip_vs_twos not found"
 
     monkeypatch.setattr(K, "loaded", lambda name: False)
     expected = r"Failed to load kernel module ip_vs_twos \(modprobe --dry-run ip_vs_twos: rc=1\): modprobe: FATAL: Module ip_vs_twos not found"
     with pytest.raises(K.KernelError, match=expected):
-        K.modprobe(["ip_vs_twos"], dry_run=True, run=lambda *a, **kw: Proc())
+        K.modprobe(Module(), ["ip_vs_twos"], dry_run=True)
 
 
 # ---------------------------------------------------------------- a fake kernel behind a fake netlink socket
@@ -132,16 +137,16 @@ class FakeKernel:
     # the table
     def handle(self, cmd, svc, dest):
         key = tuple(bytes(svc.get(k, b"")) for k in self.KEY)
-        if cmd == I.CMD_NEW_SERVICE:
+        if cmd == N.CMD_NEW_SERVICE:
             if key in self.table:
                 return errno.EEXIST
             self.table[key] = (svc, {})
             return 0
         if key not in self.table:
             return errno.ESRCH
-        if cmd == I.CMD_SET_SERVICE:
+        if cmd == N.CMD_SET_SERVICE:
             self.table[key] = (svc, self.table[key][1])
-        elif cmd == I.CMD_DEL_SERVICE:
+        elif cmd == N.CMD_DEL_SERVICE:
             del self.table[key]
         else:
             return self.handle_dest(cmd, self.table[key][1], dest)
@@ -150,13 +155,13 @@ class FakeKernel:
     @staticmethod
     def handle_dest(cmd, dests, dest):
         dkey = (bytes(dest[I.DEST_ADDR]), bytes(dest[I.DEST_PORT]))
-        if cmd == I.CMD_NEW_DEST:
+        if cmd == N.CMD_NEW_DEST:
             if dkey in dests:
                 return errno.EEXIST
             dests[dkey] = dest
         elif dkey not in dests:
             return errno.ENOENT
-        elif cmd == I.CMD_SET_DEST:
+        elif cmd == N.CMD_SET_DEST:
             dests[dkey] = dest
         else:
             del dests[dkey]
@@ -194,13 +199,13 @@ def held_table():
 def load(ipvs, table):
     ops = []
     for s in table:
-        ops += [(I.CMD_NEW_SERVICE, s, None)] + [(I.CMD_NEW_DEST, s, d) for d in s["real_servers"]]
+        ops += [(N.CMD_NEW_SERVICE, s, None)] + [(N.CMD_NEW_DEST, s, d) for d in s["real_servers"]]
     ipvs.apply(ops)
 
 
 def refuse_rip(address, code=errno.EINVAL):
     packed = I.pack_addr(address)
-    return lambda cmd, s, d: code if d is not None and cmd == I.CMD_NEW_DEST and bytes(d[I.DEST_ADDR]) == packed else 0
+    return lambda cmd, s, d: code if d is not None and cmd == N.CMD_NEW_DEST and bytes(d[I.DEST_ADDR]) == packed else 0
 
 
 def test_a_refusal_mid_batch_rolls_back_the_operations_before_it(fake_ipvs):
@@ -210,10 +215,10 @@ def test_a_refusal_mid_batch_rolls_back_the_operations_before_it(fake_ipvs):
     load(ipvs, before)
     start = kernel.snapshot()
     web, dns = before
-    ops = [(I.CMD_SET_SERVICE, dict(web, scheduler="wrr"), None),                        # 1: edit
-           (I.CMD_SET_DEST, web, dest_of("198.51.100.101", weight=5)),                   # 2: edit
-           (I.CMD_NEW_DEST, web, dest_of("198.51.100.127")),                             # 3: refused
-           (I.CMD_DEL_SERVICE, dns, None)]                                               # 4: applied too (same send)
+    ops = [(N.CMD_SET_SERVICE, dict(web, scheduler="wrr"), None),                        # 1: edit
+           (N.CMD_SET_DEST, web, dest_of("198.51.100.101", weight=5)),                   # 2: edit
+           (N.CMD_NEW_DEST, web, dest_of("198.51.100.127")),                             # 3: refused
+           (N.CMD_DEL_SERVICE, dns, None)]                                               # 4: applied too (same send)
     with pytest.raises(I.IPVSError) as e:
         ipvs.apply(ops, before=before)
     assert kernel.snapshot() == start  # the table is as the task found it: the edits undone, UDP :53 back
@@ -231,8 +236,8 @@ def test_a_new_service_whose_third_operation_is_refused_is_removed_again(fake_ip
     kernel = FakeKernel(refuse=refuse_rip("198.51.100.127"))
     ipvs = fake_ipvs(kernel)
     new = svc(port=81)
-    ops = [(I.CMD_NEW_SERVICE, new, None), (I.CMD_NEW_DEST, new, dest_of("198.51.100.101", 81)),
-           (I.CMD_NEW_DEST, new, dest_of("198.51.100.127", 81))]
+    ops = [(N.CMD_NEW_SERVICE, new, None), (N.CMD_NEW_DEST, new, dest_of("198.51.100.101", 81)),
+           (N.CMD_NEW_DEST, new, dest_of("198.51.100.127", 81))]
     with pytest.raises(I.IPVSError) as e:
         ipvs.apply(ops)  # a new service needs no entry as it was to be undone
     assert kernel.table == {}
@@ -246,8 +251,8 @@ def test_what_cannot_be_rolled_back_is_named(fake_ipvs):
     kernel = FakeKernel()
     ipvs = fake_ipvs(kernel)
     load(ipvs, [web])
-    kernel.refuse = lambda cmd, s, d: errno.ENOMEM if cmd == I.CMD_NEW_DEST else 0
-    ops = [(I.CMD_DEL_DEST, web, web["real_servers"][1]), (I.CMD_NEW_DEST, web, dest_of("198.51.100.103"))]
+    kernel.refuse = lambda cmd, s, d: errno.ENOMEM if cmd == N.CMD_NEW_DEST else 0
+    ops = [(N.CMD_DEL_DEST, web, web["real_servers"][1]), (N.CMD_NEW_DEST, web, dest_of("198.51.100.103"))]
     with pytest.raises(I.IPVSError) as e:
         ipvs.apply(ops, before=[web])
     assert "COULD NOT ROLL BACK, still applied: delete real server 198.51.100.102:80 from TCP 198.51.100.10:80 (add real server " \
@@ -257,24 +262,24 @@ def test_what_cannot_be_rolled_back_is_named(fake_ipvs):
     # An edit without the entry as it was (no before) cannot be undone, and says so.
     kernel.refuse = refuse_rip("198.51.100.127")
     with pytest.raises(I.IPVSError, match=r"still applied: edit service TCP 198.51.100.10:80 \(its entry as it was is unknown\)"):
-        ipvs.apply([(I.CMD_SET_SERVICE, dict(web, scheduler="lc"), None), (I.CMD_NEW_DEST, web, dest_of("198.51.100.127"))])
+        ipvs.apply([(N.CMD_SET_SERVICE, dict(web, scheduler="lc"), None), (N.CMD_NEW_DEST, web, dest_of("198.51.100.127"))])
 
 
 def test_a_first_refusal_changes_nothing_and_later_batches_are_not_sent(fake_ipvs, monkeypatch):
     kernel = FakeKernel(refuse=lambda cmd, s, d: errno.EEXIST)
     ipvs = fake_ipvs(kernel)
     monkeypatch.setattr(I.IPVS, "BATCH", 2)
-    ops = [(I.CMD_NEW_SERVICE, svc(port=p), None) for p in (81, 82, 83, 84)]
+    ops = [(N.CMD_NEW_SERVICE, svc(port=p), None) for p in (81, 82, 83, 84)]
     with pytest.raises(I.IPVSError, match=r"Already exists \(errno 17\)\. Nothing had been applied: the table is as the task found it\.$"):
         ipvs.apply(ops)
-    assert kernel.requests == [I.CMD_NEW_SERVICE] * 2
+    assert kernel.requests == [N.CMD_NEW_SERVICE] * 2
 
 
 def test_no_ack_within_the_timeout_fails_naming_the_operation(fake_ipvs):
     kernel = FakeKernel(silent=True)
     ipvs = fake_ipvs(kernel)
     with pytest.raises(I.IPVSError) as e:
-        ipvs.apply([(I.CMD_NEW_SERVICE, svc(), None)])
+        ipvs.apply([(N.CMD_NEW_SERVICE, svc(), None)])
     assert str(e.value).startswith("Failed to add service TCP 198.51.100.10:80: no answer from the kernel within 30 s")
     assert e.value.code == errno.ETIMEDOUT and e.value.details["unanswered"] == ["add service TCP 198.51.100.10:80"]
 
@@ -330,7 +335,7 @@ def test_every_kernel_error_of_a_read_is_a_message_naming_it(fake_ipvs, read, wh
 
 def test_a_missing_service_reads_as_none_and_a_garbled_answer_is_named(fake_ipvs):
     assert fake_ipvs(Replying(lambda seq: error_msg(seq, errno.ESRCH))).service(svc()) is None
-    garbled = Replying(lambda seq: struct.pack("=IHHIIBBH", 20, 0x20, 0, seq, 0, I.CMD_GET_CONFIG, 1, 0))
+    garbled = Replying(lambda seq: struct.pack("=IHHIIBBH", 20, 0x20, 0, seq, 0, N.CMD_GET_CONFIG, 1, 0))
     with pytest.raises(I.IPVSError, match=r"^Failed to read the IPVS timeouts: the kernel's answer lacks or garbles an attribute"):
         fake_ipvs(garbled).timeouts()
 
@@ -345,8 +350,133 @@ def test_lost_answers_are_reported_as_unknown_not_as_refusals(fake_ipvs):
 
     kernel.recv = recv
     with pytest.raises(I.IPVSError) as e:
-        ipvs.apply([(I.CMD_NEW_DEST, svc(), dest_of("198.51.100.101"))])
+        ipvs.apply([(N.CMD_NEW_DEST, svc(), dest_of("198.51.100.101"))])
     assert str(e.value).startswith("Failed to add real server 198.51.100.101:80 to TCP 198.51.100.10:80: the answers were lost "
                                    "(No buffer space available, errno 105); 0 operations applied and not rolled back: none; "
                                    "unknown whether applied: add real server 198.51.100.101:80")
     assert e.value.details["unanswered"] == ["add real server 198.51.100.101:80 to TCP 198.51.100.10:80"]
+
+
+# ---------------------------------------------------------------- the Session: the modules' one door to the kernel
+
+class Opened:
+    """IPVS() without a socket: records what the Session asks of it."""
+
+    def __init__(self):
+        self.calls, self.closed = [], False
+        Opened.instances.append(self)
+
+    def table(self):
+        return [svc(real_servers=[])]
+
+    def service(self, key):
+        return svc()
+
+    def dests(self, s):
+        return [dest_of("198.51.100.101")]
+
+    def timeouts(self):
+        return {"tcp": 60, "tcp_fin": 10, "udp": 30}
+
+    def info(self):
+        return {"version": "1.2.1", "conn_tab_size": 4096}
+
+    def apply(self, ops, before=()):
+        self.calls.append(("apply", ops, list(before)))
+
+    def set_timeouts(self, *values):
+        self.calls.append(("set_timeouts",) + values)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def session(monkeypatch):
+    """Session(module) over Opened and a recorded modprobe; .loaded says whether ip_vs is loaded at the start."""
+    state = types.SimpleNamespace(loaded=False, modprobes=[], module=types.SimpleNamespace(check_mode=False))
+    Opened.instances = []
+    monkeypatch.setattr(I, "IPVS", Opened)
+    monkeypatch.setattr(I._kmod, "loaded", lambda name: state.loaded)
+    monkeypatch.setattr(I._kmod, "modprobe", lambda module, names, dry_run=False: state.modprobes.append(
+        (module, list(names), dry_run)))
+    return state
+
+
+def test_a_session_where_ip_vs_is_not_loaded_reads_an_empty_kernel_and_loads_nothing(session):
+    with I.Session(session.module) as kernel:
+        assert not kernel.loaded
+        assert (kernel.table(), kernel.service(svc()), kernel.info()) == ([], None, None)
+        assert kernel.timeouts() == N.KERNEL_TIMEOUTS and kernel.timeouts() is not N.KERNEL_TIMEOUTS
+    assert session.modprobes == [(session.module, ["ip_vs"], True)]  # only proven loadable
+    assert Opened.instances == []
+
+
+def test_a_session_where_ip_vs_is_loaded_reads_the_kernel_and_closes_its_socket(session):
+    session.loaded = True
+    with I.Session(session.module) as kernel:
+        assert kernel.loaded
+        assert kernel.service(svc()) == svc(real_servers=[dest_of("198.51.100.101")])
+        assert kernel.table() == [svc(real_servers=[])] and kernel.timeouts()["tcp"] == 60
+        assert kernel.info() == {"version": "1.2.1", "conn_tab_size": 4096}
+    (ipvs,) = Opened.instances
+    assert ipvs.closed
+
+
+def test_session_writes_load_the_kernel_modules_first_and_never_write_in_check_mode(session):
+    ops = [(N.CMD_NEW_SERVICE, svc(), None)]
+    with I.Session(session.module) as kernel:
+        kernel.apply(ops, before=[svc()], schedulers=["wrr"])
+        kernel.set_timeouts(60, 0, 0)
+        assert kernel.loaded is False  # as it was at construction
+    assert session.modprobes[1:] == [(session.module, ["ip_vs", "ip_vs_wrr"], False), (session.module, ["ip_vs"], False)]
+    (ipvs,) = Opened.instances  # opened once, by the first write
+    assert ipvs.calls == [("apply", ops, [svc()]), ("set_timeouts", 60, 0, 0)]
+    session.module.check_mode, session.modprobes, Opened.instances = True, [], []
+    with I.Session(session.module) as kernel:
+        kernel.apply(ops, schedulers=["wrr"])
+        kernel.set_timeouts(60, 0, 0)
+    assert session.modprobes == [(session.module, ["ip_vs"], True)] and Opened.instances == []
+
+
+def test_a_session_without_pyroute2_is_a_failure_naming_it(session, monkeypatch):
+    from ansible.module_utils.basic import missing_required_lib
+
+    monkeypatch.setattr(I, "HAS_PYROUTE2", False)
+    with pytest.raises(I.IPVSError) as e:
+        I.Session(session.module)
+    assert str(e.value) == missing_required_lib("pyroute2 (0.9.6 or newer, from PyPI)")
+    assert session.modprobes == []
+
+
+def test_ipvs_errors_are_the_collections_kernel_errors_with_their_details():
+    from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError, LvsNatError
+    from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput
+
+    e = I.IPVSError("Failed to add service TCP 198.51.100.10:80: Already exists (errno 17)", errno.EEXIST,
+                    applied=[], rolled_back=[], not_rolled_back=[], unanswered=[], changed=False)
+    assert isinstance(e, KernelError) and e.code == errno.EEXIST
+    assert e.details == dict(errno=errno.EEXIST, applied=[], rolled_back=[], not_rolled_back=[], unanswered=[], changed=False)
+    assert issubclass(InvalidInput, LvsNatError) and issubclass(InvalidInput, ValueError)
+
+
+def test_pyroute2_is_imported_only_when_a_socket_is_opened():
+    """Importing pyroute2 costs seconds on an emulated director: a module that fails on its input, or finds ip_vs not
+    loaded, must not pay it. Importing _ipvs (and every IPVS module) leaves pyroute2 unimported; opening a socket
+    imports it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys",
+        "from ansible_collections.lvs.nat.plugins.module_utils import _ipvs",
+        "from ansible_collections.lvs.nat.plugins.modules import ipvs_service, ipvs_table, ipvs_info, ipvs_save",
+        "assert _ipvs.HAS_PYROUTE2",
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'pyroute2'], 'imported on import'",
+        "assert _ipvs._pyroute2()[0].__name__ == 'GenericNetlinkSocket'",
+        "assert 'pyroute2.netlink.generic' in sys.modules",
+    ])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr

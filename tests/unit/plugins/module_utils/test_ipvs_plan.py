@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs_names as N
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import SERVICE_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    SERVICE_SPEC,
     InvalidInput,
     config_view,
     desired_dests,
@@ -116,24 +116,24 @@ def test_plan_create_edit_purge():
     s = desired_service(params(address="198.51.100.10", port=80, scheduler="rr"), None)
     wanted = desired_dests([dict(address="198.51.100.101"), dict(address="198.51.100.102", weight=2)], s, [])
     ops, after = plan_service(None, s, wanted, False)
-    assert [op[0] for op in ops] == [I.CMD_NEW_SERVICE, I.CMD_NEW_DEST, I.CMD_NEW_DEST]
+    assert [op[0] for op in ops] == [N.CMD_NEW_SERVICE, N.CMD_NEW_DEST, N.CMD_NEW_DEST]
     assert [d["address"] for d in after["real_servers"]] == ["198.51.100.101", "198.51.100.102"]
 
     current = dict(after, real_servers=[dest("198.51.100.101"), dest("198.51.100.102", weight=2), dest("198.51.100.103")])
     wanted = desired_dests([dict(address="198.51.100.102", weight=0)], s, current["real_servers"])
     ops, after = plan_service(current, s, wanted, False)
-    assert ops == [(I.CMD_SET_DEST, s, dest("198.51.100.102", weight=0))]
+    assert ops == [(N.CMD_SET_DEST, s, dest("198.51.100.102", weight=0))]
     assert len(after["real_servers"]) == 3  # nothing unnamed removed
 
     ops, after = plan_service(current, s, wanted, True)
     assert [(op[0], op[2]["address"]) for op in ops] == [
-        (I.CMD_DEL_DEST, "198.51.100.101"), (I.CMD_DEL_DEST, "198.51.100.103"), (I.CMD_SET_DEST, "198.51.100.102")]
+        (N.CMD_DEL_DEST, "198.51.100.101"), (N.CMD_DEL_DEST, "198.51.100.103"), (N.CMD_SET_DEST, "198.51.100.102")]
     assert [d["address"] for d in after["real_servers"]] == ["198.51.100.102"]
 
 
 def test_plan_delete_and_nothing():
     cur = kernel_service()
-    assert plan_service(cur, None, None, False) == ([(I.CMD_DEL_SERVICE, cur, None)], None)
+    assert plan_service(cur, None, None, False) == ([(N.CMD_DEL_SERVICE, cur, None)], None)
     assert plan_service(None, None, None, False) == ([], None)
     assert config_view(None) == {}
 
@@ -141,10 +141,10 @@ def test_plan_delete_and_nothing():
 def test_plan_dest():
     s = kernel_service()
     d = dest("198.51.100.101")
-    assert plan_dest(s, None, d) == ([(I.CMD_NEW_DEST, s, d)], d)
+    assert plan_dest(s, None, d) == ([(N.CMD_NEW_DEST, s, d)], d)
     assert plan_dest(s, d, dict(d)) == ([], d)
-    assert plan_dest(s, d, dict(d, weight=0))[0] == [(I.CMD_SET_DEST, s, dict(d, weight=0))]
-    assert plan_dest(s, d, None) == ([(I.CMD_DEL_DEST, s, d)], None)
+    assert plan_dest(s, d, dict(d, weight=0))[0] == [(N.CMD_SET_DEST, s, dict(d, weight=0))]
+    assert plan_dest(s, d, None) == ([(N.CMD_DEL_DEST, s, d)], None)
     assert plan_dest(s, None, None) == ([], None)
 
 
@@ -162,7 +162,7 @@ def test_plan_table_touches_only_what_differs_and_keeps_the_order():
     entries = [table_entry(8080, ["198.51.100.101"]), table_entry(80, ["198.51.100.101", "198.51.100.103"])]
     entries[1]["real_servers"][0]["weight"] = 2
     ops, after, removed = plan_table(held, entries, purge_services=False, purge_real_servers=True)
-    assert [I.describe_op(op) for op in ops] == [
+    assert [N.describe_op(op) for op in ops] == [
         "add service TCP 198.51.100.10:8080", "add real server 198.51.100.101:8080 to TCP 198.51.100.10:8080",
         "delete real server 198.51.100.102:80 from TCP 198.51.100.10:80",
         "edit real server 198.51.100.101:80 of TCP 198.51.100.10:80",
@@ -175,7 +175,7 @@ def test_plan_table_purges_unlisted_services_first_and_is_empty_when_converged()
     held = [kernel_service(port=443), kernel_service(port=80, real_servers=[dest("198.51.100.101")])]
     entry = table_entry(80, ["198.51.100.101"])
     ops, after, removed = plan_table(held, [entry], purge_services=True, purge_real_servers=True)
-    assert [I.describe_op(op) for op in ops] == ["delete service TCP 198.51.100.10:443"]
+    assert [N.describe_op(op) for op in ops] == ["delete service TCP 198.51.100.10:443"]
     assert [s["port"] for s in removed] == [443]
     assert plan_table(held[1:], [entry], True, True)[0] == []
 
@@ -276,3 +276,25 @@ def test_raw_values_ansible_would_convert_are_accepted():
         desired_dests([dict(address="198.51.100.101", forwarding="dr")], s, None)
     with pytest.raises(InvalidInput, match=r"^real_servers\[0\]='198.51.100.101' is not a dict"):
         desired_dests(["198.51.100.101"], s, None)
+
+
+def test_the_planner_imports_and_plans_without_pyroute2_or_a_socket():
+    """_ipvs_plan is pure: importable where pyroute2 is not (the controller's filter), without the backend."""
+    import os
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys",
+        "sys.modules['pyroute2'] = None",  # any import of pyroute2 now fails
+        "from ansible_collections.lvs.nat.plugins.module_utils import _ipvs_plan",
+        "ops, after, removed = _ipvs_plan.plan_table([], [dict(address='198.51.100.10', port=80,",
+        "    real_servers=[dict(address='198.51.100.101')])], False, False)",
+        "assert [op[0] for op in ops] == [1, 5] and after[0]['real_servers'][0]['weight'] == 1, ops",
+        "banned = [m for m in ('pyroute2', 'socket', 'ansible.module_utils.basic',",
+        "          'ansible_collections.lvs.nat.plugins.module_utils._ipvs') if sys.modules.get(m) is not None]",
+        "assert not banned, banned",
+    ])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # the collection as pytest found it
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -10,13 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs as I
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
-    ALL_SCHED_FLAGS,
-    SERVICE_SPEC,
-    InvalidInput,
-    desired_dests,
-    desired_service,
-)
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs_names as N
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import SERVICE_SPEC
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import ALL_SCHED_FLAGS
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, desired_dests, desired_service
 
 # Text as users and templates produce it: arbitrary unicode, and the characters that break parsers.
 NASTY = st.sampled_from(["\n", "\r", "'", '"', "{", "}", "#", ";", "%", " ", "\t", "\0", "\\", "１", "٣", ":", ".", "/", "%eth0"])
@@ -96,7 +93,7 @@ def test_service_integers(field, value):
         assert svc[field] == int(value) and not isinstance(value, (bool, float))
 
 
-@given(st.one_of(TEXT, st.sampled_from(I.SCHEDULERS)), st.lists(st.one_of(st.sampled_from(ALL_SCHED_FLAGS), TEXT), max_size=3))
+@given(st.one_of(TEXT, st.sampled_from(N.SCHEDULERS)), st.lists(st.one_of(st.sampled_from(ALL_SCHED_FLAGS), TEXT), max_size=3))
 def test_scheduler_and_flags(scheduler, flags):
     try:
         svc = desired_service(params(address="198.51.100.10", port=80, scheduler=scheduler, scheduler_flags=flags), None)

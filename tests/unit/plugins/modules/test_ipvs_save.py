@@ -117,30 +117,26 @@ def test_bad_options_are_refused_naming_the_option(kw, option):
 
 # -- the module run, against a fake kernel session
 
-class FakeIPVS(object):
-    def __init__(self, table):
-        self._table = table
-
-    def table(self):
-        return [dict(s) for s in self._table]
-
-    def timeouts(self):
-        return dict(TIMEOUTS)
-
-
 class FakeSession(object):
-    """_ipvs.Session over a fixed table; records that it was opened, and whether under the module's lock."""
+    """_ipvs.Session(module) over a fixed table; records that it was opened, and whether under the module's lock."""
     opened = []
+    loaded = True
 
-    def __init__(self, kernel_modules):
+    def __init__(self, module):
+        assert module.params["state"] == "present"
         FakeSession.opened.append(Locks.held)
-        self.ipvs = FakeIPVS(KERNEL)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         return False
+
+    def table(self):
+        return [dict(s) for s in KERNEL]
+
+    def timeouts(self):
+        return dict(TIMEOUTS)
 
 
 class Locks(object):
@@ -371,15 +367,30 @@ def test_restore_of_a_missing_file_fails(restore, tmp_path, shell):
 # -- the director role passes its VIP and its declared marks
 
 def test_the_director_role_saves_its_vip_and_declared_fwmarks():
-    tasks = yaml.safe_load((ROOT / "roles/director/handlers/main.yml").read_text())
-    tasks += yaml.safe_load((ROOT / "roles/director/tasks/persist.yml").read_text())
+    tasks = []
+    for path in sorted((ROOT / "roles/director").glob("*/*.yml")):
+        tasks += [t for t in yaml.safe_load(path.read_text()) or [] if isinstance(t, dict)]
     calls = [t["lvs.nat.ipvs_save"] for t in tasks if "lvs.nat.ipvs_save" in t]
-    assert len(calls) == 2
+    assert calls
     env = jinja2.Environment()
     services = [dict(protocol="tcp", port=80), dict(fwmark=7), dict(fwmark=9, scheduler="sh")]
-    variables = dict(director_vip=VIP, director_services=services)
+    variables = dict(director_vip=VIP, director_services=services, _director_services=services)
     for call in calls:
         rendered = {k: env.from_string(v if isinstance(v, str) else yaml.safe_dump(v)).render(variables)
                     for k, v in call.items()}
         assert yaml.safe_load(rendered["addresses"]) == [VIP]
         assert yaml.safe_load(rendered["fwmarks"]) == [7, 9]
+
+
+def test_absent_removes_the_file_and_the_unit_without_reading_the_kernel(fake_kernel, tmp_path):
+    path, unit_path = tmp_path / "ipvs.rules", tmp_path / "system" / "lvs-nat-ipvs.service"
+    args = dict(addresses=[VIP], path=str(path), unit_path=str(unit_path))
+    run(args)
+    fake_kernel.opened = []
+    r = run(dict(args, state="absent"), check_mode=True)
+    assert r["changed"] and path.exists() and unit_path.exists() and r["rules"] == []
+    assert [d["after"] for d in r["diff"]] == ["", ""] and r["diff"][0]["before"].startswith(ipvs_save.HEADER)
+    r = run(dict(args, state="absent"))
+    assert r["changed"] and not path.exists() and not unit_path.exists()
+    assert not (tmp_path / "system" / "multi-user.target.wants" / "lvs-nat-ipvs.service").is_symlink()
+    assert fake_kernel.opened == [] and run(dict(args, state="absent"))["changed"] is False

@@ -9,6 +9,8 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS, describe_op, service_id
 from ansible_collections.lvs.nat.plugins.modules import ipvs_info, ipvs_real_server, ipvs_service, ipvs_table
 
 VIP = "198.51.100.10"
@@ -21,58 +23,52 @@ def held(port=80):
                               "upper_threshold": 0, "lower_threshold": 0}]}
 
 
-class FakeIPVS:
-    def __init__(self, table, refusal=None, read_error=None):
-        self.held, self.refusal, self.read_error, self.applied = table, refusal, read_error, []
+class FakeSession:
+    """_ipvs.Session over a fixed table: records apply(), after which it holds .then if set; set .refusal, .read_error,
+    .session_error (raised when the modules open it) or .loaded=False (as a Session reads where ip_vs is not loaded)."""
+
+    def __init__(self, table):
+        self.held, self.loaded, self.applied, self.opened = table, True, [], 0
+        self.refusal = self.read_error = self.session_error = self.then = None
+
+    def __call__(self, module):  # the Session class the modules instantiate
+        self.opened += 1
+        if self.session_error:
+            raise self.session_error  # pylint: disable=raising-bad-type
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
     def table(self):
         if self.read_error:
-            raise self.read_error
-        return [dict(s) for s in self.held]
+            raise self.read_error  # pylint: disable=raising-bad-type
+        return [dict(s) for s in self.held] if self.loaded else []
 
     def service(self, key):
-        return next((dict(s) for s in self.table() if _ipvs.service_id(s) == _ipvs.service_id(key)), None)
+        return next((s for s in self.table() if service_id(s) == service_id(key)), None)
 
     def timeouts(self):
-        return dict(_ipvs.KERNEL_TIMEOUTS)
+        return dict(KERNEL_TIMEOUTS)
 
     def info(self):
-        return {"version": "1.2.1", "conn_tab_size": 4096}
+        return {"version": "1.2.1", "conn_tab_size": 4096} if self.loaded else None
 
-    def apply(self, ops, before=()):
-        self.applied.append((ops, list(before)))
+    def apply(self, ops, before=(), schedulers=()):
+        self.applied.append((ops, list(before), list(schedulers)))
         if self.refusal:
-            raise self.refusal
+            raise self.refusal  # pylint: disable=raising-bad-type
+        self.held = self.then or self.held
 
 
 @pytest.fixture
 def kernel(monkeypatch):
-    """The fake IPVS the modules' Session holds; set .ipvs, .session_error or .writer_error."""
-    state = type("State", (), {"ipvs": FakeIPVS([held()]), "session_error": None, "writer_error": None, "writes": 0})()
-
-    class Session:
-        def __init__(self, kernel_modules):
-            if state.session_error:
-                raise state.session_error  # pylint: disable=raising-bad-type
-            self.ipvs = state.ipvs
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def service(self, key):
-            return self.ipvs.service(key)
-
-        def writer(self, kernel_modules):
-            state.writes += 1
-            if state.writer_error:
-                raise state.writer_error  # pylint: disable=raising-bad-type
-            return self.ipvs
-
-    monkeypatch.setattr(_ipvs, "Session", Session)
-    return state
+    fake = FakeSession([held()])
+    monkeypatch.setattr(_ipvs, "Session", fake)
+    return fake
 
 
 def run(module, args, capsys):
@@ -82,36 +78,39 @@ def run(module, args, capsys):
 
 
 def test_a_refusal_mid_batch_fails_with_what_was_rolled_back(kernel, capsys):
-    kernel.ipvs.refusal = _ipvs.IPVSError("Failed to add real server 198.51.100.127:81 to TCP 198.51.100.10:81: Invalid argument "
-                                          "(errno 22). 2 operations rolled back ...", 22, applied=["a", "b"], rolled_back=["b", "a"],
-                                          not_rolled_back=[], unanswered=[])
+    kernel.refusal = _ipvs.IPVSError(
+        "Failed to add real server 198.51.100.127:81 to TCP 198.51.100.10:81: Invalid argument (errno 22). 2 operations rolled back ...",
+        22, applied=["a", "b"], rolled_back=["b", "a"], not_rolled_back=[], unanswered=[])
     result = run(ipvs_table, {"services": [
         {"address": VIP, "port": 80, "scheduler": "wrr"},
         {"address": VIP, "port": 81, "real_servers": [{"address": "198.51.100.101"}, {"address": "198.51.100.127"}]}]}, capsys)
     assert result["failed"] and result["msg"].startswith("Failed to add real server 198.51.100.127:81")
     assert (result["errno"], result["rolled_back"], result["not_rolled_back"]) == (22, ["b", "a"], [])
-    ((ops, before),) = kernel.ipvs.applied
+    ((ops, before, schedulers),) = kernel.applied
     assert before == [held()]  # the rollback knows the entries as they were, to edit them back
-    assert [_ipvs.describe_op(op) for op in ops][0] == "edit service TCP 198.51.100.10:80"
+    assert schedulers == ["wlc", "wrr"]  # every listed service's scheduler module is loaded first
+    assert [describe_op(op) for op in ops][0] == "edit service TCP 198.51.100.10:80"
 
 
 def test_ipvs_service_and_ipvs_real_server_give_the_rollback_the_service_as_it_was(kernel, capsys):
     run(ipvs_service, {"address": VIP, "port": 80, "scheduler": "wrr"}, capsys)
     run(ipvs_real_server, {"service": {"address": VIP, "port": 80}, "address": "198.51.100.101", "weight": 5}, capsys)
-    assert [before for _ops, before in kernel.ipvs.applied] == [[held()], [held()]]
+    assert [before for _ops, before, _schedulers in kernel.applied] == [[held()], [held()]]
 
 
-@pytest.mark.parametrize("where", ["session_error", "writer_error"])
+@pytest.mark.parametrize("where", ["session_error", "refusal"])
 def test_a_kernel_module_that_cannot_be_loaded_is_a_failure_not_a_traceback(kernel, capsys, where):
-    error = _ipvs.KernelError("Failed to load kernel module ip_vs_twos (modprobe ip_vs_twos: rc=1): modprobe: FATAL: Module ip_vs_twos not found")
+    # Session() proves ip_vs loadable; apply() loads ip_vs_<scheduler> before it writes anything.
+    error = KernelError("Failed to load kernel module ip_vs_twos (modprobe ip_vs_twos: rc=1): modprobe: FATAL: Module ip_vs_twos not found",
+                        rc=1, stdout="", stderr="modprobe: FATAL: Module ip_vs_twos not found")
     setattr(kernel, where, error)
     result = run(ipvs_service, {"address": VIP, "port": 80, "scheduler": "twos"}, capsys)
-    assert result["failed"] and result["msg"] == str(error)
-    assert kernel.ipvs.applied == []
+    assert result["failed"] and result["msg"] == str(error) and result["rc"] == 1
+    assert [schedulers for _ops, _before, schedulers in kernel.applied] == ([] if where == "session_error" else [["twos"]])
 
 
 def test_a_read_error_is_a_failure_naming_the_read(kernel, capsys):
-    kernel.ipvs.read_error = _ipvs.IPVSError("Failed to read the IPVS services: no answer from the kernel within 30 s", 110)
+    kernel.read_error = _ipvs.IPVSError("Failed to read the IPVS services: no answer from the kernel within 30 s", 110)
     for module, args in ((ipvs_info, {}), (ipvs_table, {"services": [{"address": VIP, "port": 80}]})):
         result = run(module, args, capsys)
         assert result["failed"] and result["msg"] == "Failed to read the IPVS services: no answer from the kernel within 30 s"
@@ -128,8 +127,62 @@ def test_a_read_error_is_a_failure_naming_the_read(kernel, capsys):
      "real server address=0.0.0.0 cannot be a real server address: it is the unspecified address"),
     (ipvs_table, {"services": [{"address": "fe80::10", "port": 80}]},
      "services[0]: address=fe80::10 cannot be a virtual service address: it is an IPv6 link-local address"),
+    (ipvs_table, {"services": [{"address": VIP, "port": 80}, {"address": VIP, "port": 81, "real_servers": [{"address": "x"}]}]},
+     "services[1]: real_servers[0] address='x' is not an IPv4 or IPv6 address"),
+    (ipvs_service, {"address": VIP, "port": 80, "real_servers": [{"address": "198.51.100.101", "weight": 70000}]},
+     "real_servers[0] weight=70000 is out of range"),
+    (ipvs_real_server, {"service": {"address": VIP, "port": 80}, "address": "198.51.100.101", "upper_threshold": -1},
+     "real server upper_threshold=-1 is out of range"),
 ])
 def test_bad_input_fails_before_any_change(kernel, capsys, module, args, message):
     result = run(module, args, capsys)
     assert result["failed"] and result["msg"].startswith(message), result["msg"]
-    assert kernel.writes == 0 and kernel.ipvs.applied == []
+    assert kernel.applied == []
+    assert kernel.opened == 0  # refused before the Session: no kernel access, no pyroute2 import
+
+
+@pytest.mark.parametrize("module, args, message", [
+    (ipvs_service, {"address": VIP, "port": 80, "scheduler_flags": ["sh-port"]}, "scheduler_flags=sh-port do not fit scheduler=rr"),
+    (ipvs_table, {"services": [{"address": VIP, "port": 80, "persistence_prefix": 24}]},
+     "services[0]: persistence_prefix=24 needs persistence_timeout"),
+])
+def test_relations_with_the_kernels_values_are_checked_after_reading_it(kernel, capsys, module, args, message):
+    """A relation between an option given and one left out needs the kernel's value (here the scheduler rr)."""
+    result = run(module, args, capsys)
+    assert result["failed"] and result["msg"].startswith(message), result["msg"]
+    assert (kernel.applied, kernel.opened) == ([], 1)
+
+
+TABLE = {"services": [{"address": VIP, "port": 80, "scheduler": "wrr"},
+                      {"address": VIP, "port": 81, "scheduler": "sh", "real_servers": [{"address": "198.51.100.102"}]}]}
+
+
+def predicted():
+    new = dict(held(81), scheduler="sh", real_servers=[dict(held(81)["real_servers"][0], address="198.51.100.102", weight=1)])
+    return [dict(held(), scheduler="wrr"), new]
+
+
+def test_check_mode_predicts_the_touched_services_and_applies_nothing(kernel, capsys):
+    result = run(ipvs_table, dict(TABLE, _ansible_check_mode=True, _ansible_diff=True), capsys)
+    assert kernel.applied == [] and result["changed"]
+    assert result["changes"] == ["edit service TCP 198.51.100.10:80", "add service TCP 198.51.100.10:81",
+                                 "add real server 198.51.100.102:81 to TCP 198.51.100.10:81"]
+    assert result["services"] == predicted()
+    assert result["diff"] == dict(before=[held()], after=result["services"]) and result["removed"] == []
+
+
+def test_a_run_applies_the_plan_and_reports_the_table_the_kernel_then_holds(kernel, capsys):
+    kernel.then = predicted()
+    kernel.then[1]["real_servers"][0]["weight"] = 7  # what the kernel reads back wins over the prediction
+    result = run(ipvs_table, dict(TABLE, purge_services=True, _ansible_diff=True), capsys)
+    ((ops, before, schedulers),) = kernel.applied
+    assert [describe_op(op) for op in ops] == result["changes"] and before == [held()] and schedulers == ["sh", "wrr"]
+    assert result["services"] == kernel.then and result["diff"] == dict(before=[held()], after=kernel.then)
+
+
+def test_where_ip_vs_is_not_loaded_the_table_is_empty_and_purging_removes_nothing(kernel, capsys):
+    kernel.loaded = False
+    result = run(ipvs_table, dict(TABLE, purge_services=True, _ansible_check_mode=True, _ansible_diff=True), capsys)
+    assert result["removed"] == [] and result["diff"]["before"] == [] and kernel.applied == []
+    assert result["changes"][0] == "add service TCP 198.51.100.10:80"
+    assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], invocation={"module_args": {}})

@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""ipvs_info's run() against a fake kernel Session: where ip_vs is not loaded it says so and loads nothing; else the
+table, the timeouts and the version; a read error is a failure naming the read."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.modules import ipvs_info
+
+SERVICE = dict(family="ipv4", protocol="tcp", address="198.51.100.10", port=80, fwmark=0, scheduler="rr", scheduler_flags=[],
+               persistence_timeout=0, persistence_prefix=32, one_packet=False, real_servers=[])
+TIMEOUTS = {"tcp": 60, "tcp_fin": 10, "udp": 30}
+
+
+class FakeSession:
+    """_ipvs.Session reading a fixed kernel; loaded=False reads as the Session does where ip_vs is not loaded."""
+
+    def __init__(self, loaded=True, error=None):
+        self.loaded, self.error = loaded, error
+
+    def __call__(self, module):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def table(self):
+        if self.error:
+            raise self.error
+        return [dict(SERVICE)] if self.loaded else []
+
+    def timeouts(self):
+        return dict(TIMEOUTS) if self.loaded else {"tcp": 900, "tcp_fin": 120, "udp": 300}
+
+    def info(self):
+        return {"version": "1.2.1", "conn_tab_size": 4096} if self.loaded else None
+
+    def apply(self, *args, **kwargs):
+        raise AssertionError("ipvs_info changes nothing")
+
+    set_timeouts = apply
+
+
+class FakeModule:
+    params, _diff = {}, False
+
+    def __init__(self, check_mode=False):
+        self.check_mode = check_mode
+
+    def exit_json(self, **result):
+        raise Exited(result)
+
+    def fail_json(self, **result):
+        raise Exited(dict(result, failed=True))
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_where_ip_vs_is_not_loaded_the_module_says_so(monkeypatch, check_mode):
+    monkeypatch.setattr(_ipvs, "Session", FakeSession(loaded=False))
+    assert ipvs_info.run(FakeModule(check_mode)) == dict(changed=False, ipvs_loaded=False, services=[])
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_the_table_timeouts_and_version(monkeypatch, check_mode):
+    monkeypatch.setattr(_ipvs, "Session", FakeSession())
+    assert ipvs_info.run(FakeModule(check_mode)) == dict(changed=False, ipvs_loaded=True, services=[SERVICE], timeouts=TIMEOUTS,
+                                                         version="1.2.1", conn_tab_size=4096)
+
+
+def test_a_read_error_is_a_failure_naming_the_read(monkeypatch):
+    monkeypatch.setattr(_ipvs, "Session", FakeSession(error=_ipvs.IPVSError(
+        "Failed to read the IPVS services: no answer from the kernel within 30 s", 110)))
+    monkeypatch.setattr(ipvs_info, "build_module", FakeModule)
+    with pytest.raises(Exited) as e:
+        ipvs_info.main()
+    assert e.value.args[0] == dict(failed=True, msg="Failed to read the IPVS services: no answer from the kernel within 30 s", errno=110)

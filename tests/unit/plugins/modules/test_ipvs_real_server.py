@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""ipvs_real_server's run() against a fake kernel Session: check mode predicts and changes nothing, the diff shows
+the real server before and after, apply gets the planned operation, a missing service is named."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_REAL_SERVER_SPEC
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import CMD_DEL_DEST, CMD_SET_DEST, dest_id, service_id
+from ansible_collections.lvs.nat.plugins.modules import ipvs_real_server
+
+VIP = "198.51.100.10"
+SERVICE = {"address": VIP, "port": 80}
+
+
+def rs(address, port=80, **kw):
+    return dict(dict(address=address, port=port, forwarding="masq", weight=1, upper_threshold=0, lower_threshold=0), **kw)
+
+
+def held():
+    return dict(family="ipv4", protocol="tcp", address=VIP, port=80, fwmark=0, scheduler="rr", scheduler_flags=[],
+                persistence_timeout=0, persistence_prefix=32, one_packet=False, real_servers=[rs("198.51.100.101", weight=2)])
+
+
+class FakeSession:
+    """_ipvs.Session over an in-memory table whose real servers apply() changes as the kernel would."""
+
+    def __init__(self, table, error=None):
+        self.held, self.error, self.applied = table, error, []
+
+    def __call__(self, module):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def service(self, key):
+        return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
+
+    def apply(self, ops, before=(), schedulers=()):
+        self.applied.append((ops, list(before), list(schedulers)))
+        if self.error:
+            raise self.error
+        for cmd, svc, dest in ops:
+            cur = next(s for s in self.held if service_id(s) == service_id(svc))
+            others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
+            cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
+
+
+class FakeModule:
+    def __init__(self, args, check_mode=False, diff=True):
+        validated = ArgumentSpecValidator(IPVS_REAL_SERVER_SPEC).validate(args)
+        assert not validated.error_messages, validated.error_messages
+        self.params, self.check_mode, self._diff = validated.validated_parameters, check_mode, diff
+
+    def exit_json(self, **result):
+        raise Exited(result)
+
+    def fail_json(self, **result):
+        raise Exited(dict(result, failed=True))
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    fake = FakeSession([held()])
+    monkeypatch.setattr(_ipvs, "Session", fake)
+    return fake
+
+
+def test_check_mode_predicts_the_edit_and_changes_nothing(kernel):
+    args = {"service": SERVICE, "address": "198.51.100.101", "upper_threshold": 100}
+    result = ipvs_real_server.run(FakeModule(args, check_mode=True))
+    assert kernel.applied == [] and kernel.held == [held()]
+    assert result == dict(changed=True, real_server=rs("198.51.100.101", weight=2, upper_threshold=100),
+                          changes=["edit real server 198.51.100.101:80 of TCP 198.51.100.10:80"],
+                          diff=dict(before=rs("198.51.100.101", weight=2), after=rs("198.51.100.101", weight=2, upper_threshold=100)))
+    assert ipvs_real_server.run(FakeModule(args)) == result  # the kernel then holds what check mode predicted
+    ((ops, before, schedulers),) = kernel.applied
+    assert before == [held()] and schedulers == [] and ops == [(CMD_SET_DEST, held(), rs("198.51.100.101", weight=2, upper_threshold=100))]
+
+
+def test_a_new_real_server_is_added_and_an_absent_one_removed(kernel):
+    result = ipvs_real_server.run(FakeModule({"service": SERVICE, "address": "198.51.100.102", "port": 8080}))
+    assert result["changes"] == ["add real server 198.51.100.102:8080 to TCP 198.51.100.10:80"]
+    assert result["diff"] == dict(before={}, after=rs("198.51.100.102", 8080))
+    result = ipvs_real_server.run(FakeModule({"service": SERVICE, "address": "198.51.100.101", "state": "absent"}))
+    assert result["diff"] == dict(before=rs("198.51.100.101", weight=2), after={}) and result["real_server"] == {}
+    assert kernel.held[0]["real_servers"] == [rs("198.51.100.102", 8080)]
+    unchanged = ipvs_real_server.run(FakeModule({"service": SERVICE, "address": "198.51.100.101", "state": "absent"}))
+    assert unchanged["changed"] is False and len(kernel.applied) == 2
+
+
+def test_a_missing_service_fails_naming_it_and_absent_is_no_change(monkeypatch):
+    fake = FakeSession([])  # also what the Session gives where ip_vs is not loaded
+    monkeypatch.setattr(_ipvs, "Session", fake)
+    assert ipvs_real_server.run(FakeModule({"service": SERVICE, "address": "198.51.100.101", "state": "absent"})) == dict(
+        changed=False, real_server={}, changes=[])
+    monkeypatch.setattr(ipvs_real_server, "build_module", lambda: FakeModule({"service": SERVICE, "address": "198.51.100.101"}))
+    with pytest.raises(Exited) as e:
+        ipvs_real_server.main()
+    assert e.value.args[0] == dict(failed=True, msg="service.address: the service TCP 198.51.100.10:80 does not exist; "
+                                                    "create it first with lvs.nat.ipvs_service")
+    assert fake.applied == []
+
+
+def test_a_kernel_refusal_reaches_the_failure(kernel, monkeypatch):
+    kernel.error = _ipvs.IPVSError("Failed to add real server 198.51.100.255:80 to TCP 198.51.100.10:80: Invalid argument "
+                                   "(errno 22). Nothing had been applied: the table is as the task found it.", 22, applied=[],
+                                   rolled_back=[], not_rolled_back=[], unanswered=[])
+    monkeypatch.setattr(ipvs_real_server, "build_module", lambda: FakeModule({"service": SERVICE, "address": "198.51.100.255"}))
+    with pytest.raises(Exited) as e:
+        ipvs_real_server.main()
+    assert e.value.args[0] == dict(failed=True, msg=str(kernel.error), errno=22, applied=[], rolled_back=[], not_rolled_back=[],
+                                   unanswered=[])

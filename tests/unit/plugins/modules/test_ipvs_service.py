@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""ipvs_service's run() against a fake kernel Session: check mode predicts and changes nothing, the diff shows the
+service before and after, apply gets the planned operations, and a kernel failure's account reaches the result."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_SERVICE_SPEC, SERVICE_KEY_RELATIONS
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
+    CMD_DEL_DEST,
+    CMD_DEL_SERVICE,
+    CMD_NEW_SERVICE,
+    SERVICE_FIELDS,
+    dest_id,
+    service_id,
+)
+from ansible_collections.lvs.nat.plugins.modules import ipvs_service
+
+VIP = "198.51.100.10"
+
+
+def rs(address, port=80, weight=1):
+    return dict(address=address, port=port, forwarding="masq", weight=weight, upper_threshold=0, lower_threshold=0)
+
+
+def held(**kw):
+    svc = dict(family="ipv4", protocol="tcp", address=VIP, port=80, fwmark=0, scheduler="rr", scheduler_flags=[],
+               persistence_timeout=0, persistence_prefix=32, one_packet=False, real_servers=[rs("198.51.100.101", weight=2)])
+    svc.update(kw)
+    return svc
+
+
+class FakeSession:
+    """_ipvs.Session over an in-memory table that apply() changes as the kernel would."""
+
+    def __init__(self, table, loaded=True, error=None):
+        self.held, self.loaded, self.error, self.applied = table, loaded, error, []
+
+    def __call__(self, module):  # the Session class the module instantiates
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def service(self, key):
+        return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
+
+    def apply(self, ops, before=(), schedulers=()):
+        self.applied.append((ops, list(before), list(schedulers)))
+        if self.error:
+            raise self.error
+        for cmd, svc, dest in ops:
+            cur = next((s for s in self.held if service_id(s) == service_id(svc)), None)
+            if cmd == CMD_NEW_SERVICE:
+                self.held.append(dict(svc, real_servers=[]))
+            elif cmd == CMD_DEL_SERVICE:
+                self.held.remove(cur)
+            elif dest is None:
+                cur.update((k, svc[k]) for k in SERVICE_FIELDS)
+            else:
+                others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
+                cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
+
+
+class FakeModule:
+    def __init__(self, args, check_mode=False, diff=True):
+        validated = ArgumentSpecValidator(IPVS_SERVICE_SPEC, **SERVICE_KEY_RELATIONS).validate(args)
+        assert not validated.error_messages, validated.error_messages
+        self.params, self.check_mode, self._diff = validated.validated_parameters, check_mode, diff
+
+    def exit_json(self, **result):
+        raise Exited(result)
+
+    def fail_json(self, **result):
+        raise Exited(dict(result, failed=True))
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    fake = FakeSession([held()])
+    monkeypatch.setattr(_ipvs, "Session", fake)
+    return fake
+
+
+NEW = {"address": VIP, "port": 8080, "scheduler": "wrr",
+       "real_servers": [{"address": "198.51.100.101", "weight": 3}, {"address": "198.51.100.102"}]}
+
+
+def test_check_mode_predicts_the_new_service_and_changes_nothing(kernel):
+    result = ipvs_service.run(FakeModule(NEW, check_mode=True))
+    assert kernel.applied == [] and kernel.held == [held()]
+    assert result["changed"] and result["changes"] == [
+        "add service TCP 198.51.100.10:8080", "add real server 198.51.100.101:8080 to TCP 198.51.100.10:8080",
+        "add real server 198.51.100.102:8080 to TCP 198.51.100.10:8080"]
+    expected = held(port=8080, scheduler="wrr", real_servers=[rs("198.51.100.101", 8080, 3), rs("198.51.100.102", 8080)])
+    assert result["diff"] == dict(before={}, after=expected) and result["service"] == expected
+
+
+def test_a_run_applies_the_planned_operations_and_reports_what_the_kernel_then_holds(kernel):
+    predicted = ipvs_service.run(FakeModule(NEW, check_mode=True))
+    result = ipvs_service.run(FakeModule(NEW))
+    ((ops, before, schedulers),) = kernel.applied
+    assert before == [] and schedulers == ["wrr"]  # a new service: nothing to roll back to; its scheduler loaded
+    assert [op[0] for op in ops] == [1, 5, 5] and result["changes"] == predicted["changes"]
+    assert result["diff"] == predicted["diff"]  # check mode predicted what the kernel then holds
+    assert result["service"] == kernel.service(result["service"]) == predicted["service"]
+    assert ipvs_service.run(FakeModule(NEW)) == dict(changed=False, service=result["service"], changes=[],
+                                                     diff=dict(before=result["service"], after=result["service"]))
+
+
+def test_an_edit_keeps_what_is_left_out_and_gives_the_rollback_the_service_as_it_was(kernel):
+    result = ipvs_service.run(FakeModule({"address": VIP, "port": 80, "persistence_timeout": 300,
+                                          "real_servers": [{"address": "198.51.100.102"}], "purge_real_servers": True}))
+    ((ops, before, schedulers),) = kernel.applied
+    assert before == [held()] and schedulers == ["rr"]
+    assert result["changes"] == ["edit service TCP 198.51.100.10:80",
+                                 "delete real server 198.51.100.101:80 from TCP 198.51.100.10:80",
+                                 "add real server 198.51.100.102:80 to TCP 198.51.100.10:80"]
+    assert result["diff"]["before"] == held()
+    assert result["diff"]["after"] == held(persistence_timeout=300, real_servers=[rs("198.51.100.102")])
+
+
+def test_absent_removes_the_service_and_an_absent_one_is_no_change(kernel):
+    result = ipvs_service.run(FakeModule({"address": VIP, "port": 80, "state": "absent"}))
+    assert result == dict(changed=True, service={}, changes=["delete service TCP 198.51.100.10:80"],
+                          diff=dict(before=held(), after={}))
+    assert kernel.applied[0][1:] == ([held()], []) and kernel.held == []
+    assert ipvs_service.run(FakeModule({"address": VIP, "port": 80, "state": "absent"}))["changed"] is False
+
+
+def test_where_ip_vs_is_not_loaded_the_service_is_created(monkeypatch):
+    fake = FakeSession([], loaded=False)
+    monkeypatch.setattr(_ipvs, "Session", fake)
+    result = ipvs_service.run(FakeModule({"address": VIP, "port": 80}, check_mode=True))
+    assert result["changed"] and result["service"]["scheduler"] == "wlc" and fake.applied == []
+
+
+def test_a_kernel_refusal_reaches_the_failure_with_the_rollbacks_account(kernel, monkeypatch):
+    kernel.error = _ipvs.IPVSError("Failed to add real server 198.51.100.127:8080 to TCP 198.51.100.10:8080: Invalid "
+                                   "argument (errno 22). 1 operation rolled back ...", 22, applied=["add service TCP 198.51.100.10:8080"],
+                                   rolled_back=["add service TCP 198.51.100.10:8080"], not_rolled_back=[], unanswered=[],
+                                   changed=False)
+    monkeypatch.setattr(ipvs_service, "build_module", lambda: FakeModule(NEW))
+    with pytest.raises(Exited) as e:
+        ipvs_service.main()
+    assert e.value.args[0] == dict(failed=True, msg=str(kernel.error), errno=22, applied=["add service TCP 198.51.100.10:8080"],
+                                   rolled_back=["add service TCP 198.51.100.10:8080"], not_rolled_back=[], unanswered=[],
+                                   changed=False)
+
+
+def test_main_exits_with_the_result(kernel, monkeypatch):
+    monkeypatch.setattr(ipvs_service, "build_module", lambda: FakeModule({"address": VIP, "port": 80}, diff=False))
+    with pytest.raises(Exited) as e:
+        ipvs_service.main()
+    assert e.value.args[0] == dict(changed=False, service=held(), changes=[])
