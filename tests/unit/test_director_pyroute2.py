@@ -1,26 +1,31 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The director role's pyroute2 install refuses what it would paste into a pip requirements file, and a wheel whose
-sha256 is not director_pyroute2_sha256, before it installs anything.
+"""The director role refuses what its pyroute2 install would paste into a pip requirements file (in its preflight,
+the one place that checks those variables), and a wheel whose sha256 is not director_pyroute2_sha256, before it
+installs anything.
 
-The role's install tasks run on this machine (connection local) in check mode, with an interpreter that has no
-pyroute2: the refusals come before the first task that could change a host. The install itself, by pip with
+The role's preflight and install tasks run on this machine (connection local) in check mode, with an interpreter that
+has no pyroute2: the refusals come before the first task that could change a host. The install itself, by pip with
 --require-hashes, is proved in a container (tests/scenarios/test_realserver_check.py)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import harness
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.prefix) / "bin"
-INSTALL = {"name": "Install", "ansible.builtin.include_role": {"name": "lvs.nat.director", "tasks_from": "install"}}
-PLAY = [{"name": "The director's install phase", "hosts": "localhost", "gather_facts": False, "tasks": [INSTALL]}]
+PHASES = [{"name": phase.capitalize(), "ansible.builtin.include_role": {"name": "lvs.nat.director", "tasks_from": phase}}
+          for phase in ("preflight", "install")]
+PLAY = [{"name": "The director's preflight and install phases", "hosts": "localhost", "gather_facts": False,
+         "tasks": PHASES}]
+# What the preflight needs besides the pyroute2 variables: a VIP and a service with its real server.
+ROLE_VARS = {"director_vip": "192.0.2.10",
+             "director_services": [{"protocol": "tcp", "port": 80, "real_servers": [{"address": "192.0.2.11"}]}]}
 GOOD = yaml.safe_load((ROOT / "roles/director/defaults/main.yml").read_text())["director_pyroute2_sha256"]
 
 
@@ -37,12 +42,19 @@ def python(tmp_path_factory):
 def play(tmp_path, python, **extra):
     book = tmp_path / "install.yml"
     book.write_text(yaml.safe_dump(PLAY, sort_keys=False))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
-    proc = subprocess.run([BIN / "ansible-playbook", "-i", "localhost,", "-c", "local", "--check", book,
-                           "-e", json.dumps({"ansible_python_interpreter": str(python), **extra})],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    return proc.returncode, proc.stdout + proc.stderr
+    extra_vars = {"ansible_python_interpreter": str(python), **ROLE_VARS, **extra}
+    proc = harness.playbook("-c", "local", "--check", book, "-e", json.dumps(extra_vars),
+                            inventory="localhost,", cwd=tmp_path,
+                            env=harness.ansible_env(ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0"))
+    return proc.returncode, proc.output
+
+
+REASON = {
+    "director_pyroute2": "be an exact pin, pyroute2==VERSION",
+    "director_pyroute2_sha256": "be a sha256 in 64 lowercase hex digits",
+    "director_pyroute2_wheel": "be empty or the path of a file named pyroute2-*.whl (ASCII letters, digits and _.+!- in"
+                               " its name)",
+}
 
 
 @pytest.mark.parametrize("bad", [
@@ -65,9 +77,13 @@ def test_bad_pyroute2_values_are_refused_before_any_install(tmp_path, python, ba
     rc, out = play(tmp_path, python, **bad)
     assert rc == 2, out[-3000:]
     (option,) = bad
-    assert f"TASK [lvs.nat.director : Check {option}]" in out, out[-3000:]
-    assert f"{option} must " in out and f"got: {json.dumps(bad[option])}" in out, out[-3000:]
-    assert "TASK [lvs.nat.director : Install them" not in out
+    # Refused by the preflight's one check of every role variable, naming the variable and showing its value.
+    failed = out[out.index("TASK [lvs.nat.director : Every role variable is valid]"):]
+    assert failed.startswith("TASK [lvs.nat.director : Every role variable is valid]") and "FAILED!" in failed, out[-3000:]
+    message = json.loads(failed[failed.index("{"):failed.index("\n", failed.index("FAILED!"))])["msg"]
+    shown = repr(bad[option]) if len(repr(bad[option])) <= 80 else repr(bad[option])[:77] + "..."
+    assert message == f"1 bad director variable(s): {option} must {REASON[option]}, not {shown}", message
+    assert "TASK [lvs.nat.director : Is pyroute2" not in out and "TASK [lvs.nat.director : Install them" not in out
 
 
 def test_a_wheel_with_another_sha256_is_refused_on_the_controller_before_any_install(tmp_path, python):
