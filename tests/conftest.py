@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+# tests/ and tests/lab are on sys.path by pytest.ini's pythonpath: the one way to import the harness and the lab.
+import lab as labmod
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -15,9 +17,6 @@ settings.register_profile("lvsnat", max_examples=300, derandomize=True, deadline
 settings.load_profile("lvsnat")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-
-import lab as labmod  # noqa: E402
 
 # This checkout as the collection lvs.nat, for imports in unit tests and for ansible-* commands.
 COLLECTIONS = Path(sys.prefix) / "collections"

@@ -9,7 +9,8 @@ line that ends the generated part).
 6    requests per second from the client to the VIP through IPVS NAT, against a plain nftables DNAT rule on the same
      director to the same real servers.
 
-Settings: LVSNAT_BENCH_RUNS (default 5), LVSNAT_BENCH_SECONDS (data path, per run, default 10)."""
+Settings: LVSNAT_BENCH_RUNS (default 5), LVSNAT_BENCH_SECONDS (data path, per run, default 10).
+Run by `./run bench`, which puts tests/ and tests/lab on PYTHONPATH (for harness and lab)."""
 from __future__ import annotations
 
 import datetime
@@ -18,24 +19,22 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import harness
+import lab
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-
-import lab  # noqa: E402
 
 RUNS = int(os.environ.get("LVSNAT_BENCH_RUNS", "5"))
 SECONDS = float(os.environ.get("LVSNAT_BENCH_SECONDS", "10"))
 # Connections at a time in the data path: more saturates the emulated guest, whose virtio NIC then stops
 # transmitting (seen here under TCG: "virtio_net eth2: TX timeout on queue 0" and no recovery until a reboot).
 CONCURRENCY = 4
-BIN = Path(sys.prefix) / "bin"
 REMOTE = "/tmp/lvsbench"
 MARKER = "<!-- end of the generated part: ./run bench rewrites everything above this line -->"
 # Real servers for the large tables: 50 addresses of the private segment (not the DIP nor the lab's real servers),
@@ -103,8 +102,10 @@ def put(path, text):
 
 def playbook(argv, env=None, check=True):
     # A long timeout: the guest, emulated on one vCPU, can be slow to answer right after heavy work.
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_TIMEOUT="60", **(env or {}))
-    proc = subprocess.run([BIN / "ansible-playbook", *argv], capture_output=True, text=True, env=env, check=False)
+    # No pipelining (Ansible's default): ansiballz() keeps the module's file on the director, and figure 1's Ansible
+    # row is what a play with default settings gets.
+    env = harness.ansible_env(ANSIBLE_PIPELINING=None, ANSIBLE_TIMEOUT="60", **(env or {}))
+    proc = harness.playbook(*argv, env=env)
     if check and proc.returncode != 0:
         raise SystemExit(f"bench: ansible-playbook {' '.join(map(str, argv))} failed:\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}")
     return proc

@@ -2,8 +2,12 @@
 """sysctl_forwarding and nat_rules on the lab director, then a reboot: everything is back with no play run."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import harness
 import yaml
-from test_targets import run_playbook
+
+HERE = Path(__file__).parent
 
 KEYS = {
     "net.ipv4.vs.conntrack": "1",
@@ -48,6 +52,10 @@ def cleanup_tasks():
         {"name": "No owned sysctl files", "lvs.nat.sysctl_forwarding": {"runtime": False}},
         {"name": "Forwarding off", "lvs.nat.sysctl_forwarding": {"ipv4_forwarding": False, "persistent": False}},
     ]
+
+
+def run_playbook(lab, book, *extra):
+    return harness.playbook(book, *extra, inventory=lab.INVENTORY, cwd=HERE)
 
 
 def kernel_state(lab):

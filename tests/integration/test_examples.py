@@ -6,10 +6,13 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
+import harness
 import pytest
 import yaml
-from test_targets import run_playbook
+
+HERE = Path(__file__).parent
 
 MODULES = ["ipvs_service", "ipvs_table", "ipvs_real_server", "ipvs_timeouts", "ipvs_info", "ipvs_save", "sysctl_forwarding",
            "nat_rules"]
@@ -49,7 +52,7 @@ def example_playbook(module):
 def test_examples_are_idempotent(lab, module, tmp_path):
     book = tmp_path / f"{module}-examples.yml"
     book.write_text(yaml.safe_dump(example_playbook(module), sort_keys=False))
-    proc = run_playbook(lab, book)
+    proc = harness.playbook(book, inventory=lab.INVENTORY, cwd=HERE)
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-3000:]
     assert proc.stdout.count("Second run of example") >= 1 and "failed=0" in proc.stdout
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
+import harness
 import smoke
-from test_targets import ansible_env
 
 
 def ipvs_info(lab):
-    proc = subprocess.run([f"{sys.prefix}/bin/ansible", "director", "-i", lab.INVENTORY, "-m", "lvs.nat.ipvs_info", "-o"],
-                          capture_output=True, text=True, env=ansible_env(), check=False)
+    proc = harness.ansible("ansible", "director", "-m", "lvs.nat.ipvs_info", "-o", inventory=lab.INVENTORY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.split("=>", 1)[1])
 

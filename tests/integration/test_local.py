@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+import harness
 import pytest
-from test_targets import ansible_env
 
 
 @pytest.mark.parametrize("module, args", [("ipvs_info", []), ("ipvs_timeouts", ["-a", "tcp=600"])])
@@ -16,9 +14,8 @@ def test_missing_pyroute2_is_a_clear_failure(module, args, tmp_path):
     python = tmp_path / "python-without-site"
     python.write_text("#!/bin/sh\nexec /usr/bin/python3 -S \"$@\"\n")
     python.chmod(0o755)
-    proc = subprocess.run([f"{sys.prefix}/bin/ansible", "localhost", "-c", "local", "-o", "-m", f"lvs.nat.{module}",
-                           *args, "-e", f"ansible_python_interpreter={python}"],
-                          capture_output=True, text=True, env=ansible_env(), check=False)
+    proc = harness.ansible("ansible", "localhost", "-c", "local", "-o", "-m", f"lvs.nat.{module}",
+                           *args, "-e", f"ansible_python_interpreter={python}")
     assert proc.returncode != 0
     result = json.loads(proc.stdout.split("=>", 1)[1])
     assert result["msg"].startswith("Failed to import the required Python library (pyroute2 (0.9.6 or newer, from PyPI))")

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import harness
 import pytest
-from test_targets import ansible_env
 
 HERE = Path(__file__).parent
 TARGETS = sorted(p.name for p in (HERE / "netns_targets").iterdir() if (p / "tasks" / "main.yml").exists())
@@ -35,8 +35,14 @@ def netns(tmp_path):
         sh("ip", "-n", ns, "link", "set", "lo", "up")
     yield tmp_path
     for ns in (NS_A, NS_B):
+        # What a target started in a namespace (the nat_rules target's web servers) ends with it.
+        pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+        if pids:
+            sh("kill", *pids, check=False)
         sh("ip", "netns", "del", ns, check=False)
     assert NS_A not in sh("ip", "netns", "list").stdout
+    left = sh("pgrep", "-f", f"http.server --bind ({IP_A}|{IP_B}) ", check=False).stdout.split()
+    assert not left, f"processes of the target still running: {left}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -47,9 +53,7 @@ def test_netns_target(netns, target):
         f"  vars:\n    tmp: {netns}\n    ns_a: {NS_A}\n    ns_b: {NS_B}\n    ip_a: {IP_A}\n    ip_b: {IP_B}\n"
         f"  tasks:\n    - name: Run the target\n"
         f"      ansible.builtin.include_tasks: {HERE}/netns_targets/{target}/tasks/main.yml\n")
-    proc = subprocess.run(
-        ["ip", "netns", "exec", NS_A, Path(sys.executable).parent / "ansible-playbook", "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", play],
-        capture_output=True, text=True, env=ansible_env(), cwd=HERE, check=False)
+    proc = harness.playbook("-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", play,
+                            inventory="localhost,", prefix=("ip", "netns", "exec", NS_A), cwd=HERE)
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-3000:]
     assert "failed=0" in proc.stdout

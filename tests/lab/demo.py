@@ -1,14 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The main job against the lab: playbooks/site.yml deploys the cluster, then what a user wants to see:
-the hosts configured, the director's IPVS table and requests from the client with the real server that answered."""
+the hosts configured, the director's IPVS table and requests from the client with the real server that answered.
+The play's output shows as it runs.
+
+Run by `./run demo`, which puts tests/ and tests/lab on PYTHONPATH (for harness and lab)."""
 from __future__ import annotations
 
 import collections
-import os
-import re
-import subprocess
 import sys
 
+import harness
 import lab
 
 REQUESTS = 8
@@ -16,17 +17,14 @@ REQUESTS = 8
 
 def main() -> int:
     inventory = lab.up()
-    argv = [f"{sys.prefix}/bin/ansible-playbook", "lvs.nat.site", "-i", str(inventory)]
-    print(f"\n== {' '.join(argv[1:])}", flush=True)
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"), check=False)
-    print(proc.stdout, end="", flush=True)
+    print(f"\n== lvs.nat.site -i {inventory}", flush=True)
+    proc = harness.playbook("lvs.nat.site", inventory=inventory, stream=True)
     if proc.returncode != 0:
         print(f"demo: ansible-playbook failed (rc={proc.returncode})", file=sys.stderr)
         return proc.returncode
     print("== hosts configured")
-    for m in re.finditer(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)", proc.stdout, re.M):
-        print(f"  {m.group(1):10} ok={m.group(2)} changed={m.group(3)}")
+    for host, counts in proc.recap.items():
+        print(f"  {host:10} ok={counts['ok']} changed={counts['changed']}")
     print(f"\n== the director's IPVS table (ipvsadm -Ln)\n{lab.exec_on('director', 'ipvsadm -Ln').stdout}")
     for svc in lab.LAB_SERVICES:
         url = f"http://{lab.VIP}:{svc['port']}/"

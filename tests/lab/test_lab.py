@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import harness
 import smoke
 
 
@@ -89,9 +88,7 @@ def test_inventory_works_with_ansible_playbook(lab, tmp_path):
         "    - name: Read the hostname\n      ansible.builtin.command: hostname\n      register: h\n      changed_when: false\n"
         "    - name: Show it\n      ansible.builtin.debug:\n        msg: \"{{ inventory_hostname }}={{ h.stdout }} in {{ group_names | join(',') }}\"\n"
     )
-    bindir = Path(sys.executable).parent
-    proc = subprocess.run([bindir / "ansible-playbook", "-i", lab.INVENTORY, play], capture_output=True, text=True,
-                          env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1"), check=False)
+    proc = harness.playbook(play, inventory=lab.INVENTORY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"msg": "director1=director in director"' in proc.stdout
     assert '"msg": "client=client in clients"' in proc.stdout

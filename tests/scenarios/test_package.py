@@ -15,6 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import harness
 import pytest
 import yaml
 
@@ -104,11 +105,6 @@ def test_the_infra_repo_sees_only_the_installed_collection(infra):
     assert not (installed / "tests").exists() and not (installed / "molecule").exists()
 
 
-def recap(stdout):
-    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
-
-
 def test_the_infra_repo_play_converges_the_lab_cluster(infra, lab):
     repo, env = infra
     rs_last = lab.realserver_names()[-1]
@@ -117,10 +113,11 @@ def test_the_infra_repo_play_converges_the_lab_cluster(infra, lab):
     lab.exec_on("director", "ipvsadm -C")
     lab.exec_on(rs_last, "rm -f /var/www/lvs-nat/index.html")
 
-    proc = run([BIN / "ansible-playbook", "-vv", "lvs.yml"], cwd=repo, env=env)
-    out = proc.stdout + proc.stderr
+    # The user's shell environment and the infra repo's ansible.cfg, not the tests' Ansible settings.
+    proc = harness.playbook("-vv", "lvs.yml", cwd=repo, env=env, bindir=BIN)
+    out = proc.output
     assert proc.returncode == 0, out[-6000:]
-    counts = recap(proc.stdout)
+    counts = proc.recap
     assert set(counts) == {"director1", *lab.realserver_names()}
     assert counts["director1"]["changed"] > 0 and counts[rs_last]["changed"] > 0
     assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values())
@@ -145,6 +142,6 @@ def test_the_infra_repo_play_converges_the_lab_cluster(infra, lab):
     assert set(answers) == set(lab.realserver_names()), answers
 
     # The same play again changes nothing.
-    again = run([BIN / "ansible-playbook", "lvs.yml"], cwd=repo, env=env)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
-    assert {h: c["changed"] for h, c in recap(again.stdout).items()} == dict.fromkeys(counts, 0)
+    again = harness.playbook("lvs.yml", cwd=repo, env=env, bindir=BIN)
+    assert again.returncode == 0, again.output[-6000:]
+    assert {h: c["changed"] for h, c in again.recap.items()} == dict.fromkeys(counts, 0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,12 +20,12 @@ import time
 import uuid
 from pathlib import Path
 
+import harness
 import lab
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.prefix) / "bin"
 DEFAULTS = yaml.safe_load((ROOT / "roles/director/defaults/main.yml").read_text())
 
 
@@ -66,13 +65,8 @@ def playbook(tmp_path, inventory, tasks, *args, **extra):
     book = tmp_path / "play.yml"
     book.write_text(yaml.safe_dump([{"name": "A fresh host", "hosts": "fresh", "gather_facts": False,
                                      "tasks": tasks}], sort_keys=False))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PIPELINING="1",
-               ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_HOST_KEY_CHECKING="0")
-    proc = subprocess.run([BIN / "ansible-playbook", "-i", inventory, book, *args, "-e", json.dumps(extra)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    out = proc.stdout + proc.stderr
-    counts = re.search(r"^fresh\s+:\s+(ok=.*)$", proc.stdout, re.M)
-    return proc.returncode, out, dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", counts.group(1))) if counts else {}
+    proc = harness.playbook(book, *args, "-e", json.dumps(extra), inventory=inventory, cwd=tmp_path)
+    return proc.returncode, proc.output, proc.recap.get("fresh", {})
 
 
 def role(name, tasks_from="main"):

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+import harness
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.prefix) / "bin"
 PARALLEL = 4
 
 DIRECTOR_STATE = (
@@ -92,18 +89,11 @@ def state(lab, rs):
     return lab.exec_on("director", DIRECTOR_STATE).stdout, lab.exec_on(rs, REALSERVER_STATE).stdout
 
 
-def recap(stdout):
-    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
-
-
 def run_site(lab, tmp_path, name, extra):
     path = tmp_path / ("%s.json" % re.sub(r"\W+", "-", name))
     path.write_text(json.dumps(extra))
-    proc = subprocess.run([BIN / "ansible-playbook", "-i", lab.INVENTORY, ROOT / "playbooks" / "site.yml", "-e",
-                           "@%s" % path], capture_output=True, text=True, check=False,
-                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"))
-    return proc.returncode, proc.stdout + proc.stderr
+    proc = harness.playbook(ROOT / "playbooks" / "site.yml", "-e", "@%s" % path, inventory=lab.INVENTORY)
+    return proc.returncode, proc.output
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +112,7 @@ def test_every_bad_declaration_stops_site_yml_before_any_change(lab, converged, 
     failures = []
     for name, _extra, message in CASES:
         rc, out = results[name]
-        counts = recap(out)
+        counts = harness.recap(out)
         if rc == 0 or message not in out:
             failures.append("%s: rc=%s, message %r not found:\n%s" % (name, rc, message, out[-3000:]))
         elif "PLAY [LVS-NAT director]" in out or "PLAY [LVS-NAT real servers]" in out:

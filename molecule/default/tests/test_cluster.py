@@ -2,25 +2,22 @@
 """The converged lab cluster, checked from the outside: requests from the client, the director's kernel,
 the real servers' routes; a check-mode run, reboots with no play, and a drain through the role's variables.
 
-Run by `molecule verify` (testinfra, hosts from the lab inventory); the lab itself is driven through lab.py."""
+Run by `molecule verify` (testinfra, hosts from the lab inventory); the lab itself is driven through lab.py.
+molecule runs pytest from molecule/default: its rootdir is the checkout's (pytest.ini), whose pythonpath brings
+harness (tests/) and lab (tests/lab), as for every other test."""
 from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import harness
+import lab
 import pytest
 import testinfra
-
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-
-import lab  # noqa: E402
 
 REQUESTS = 200
 TOLERANCE = 0.10  # each real server's share within 10 % of its expected share
@@ -114,22 +111,14 @@ def test_director_kernel_holds_exactly_the_declared_table(director, hostvars):
 
 
 def playbook(inventory, *args, expect_rc=0):
-    proc = subprocess.run([f"{sys.prefix}/bin/ansible-playbook", "lvs.nat.site", "-i", inventory, *args],
-                          capture_output=True, text=True,
-                          env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"), check=False)
+    proc = harness.playbook("lvs.nat.site", *args, inventory=inventory)
     assert proc.returncode == expect_rc, proc.stdout[-4000:] + proc.stderr[-2000:]
     # Molecule's ansible.cfg sends a failed task's output to stderr (display_failed_stderr).
-    return proc.stdout + proc.stderr
-
-
-def recap(stdout):
-    """host -> the counters of the PLAY RECAP."""
-    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
+    return proc.output
 
 
 def test_check_mode_on_the_converged_cluster_changes_nothing(inventory):
-    counts = recap(playbook(inventory, "--check", "--diff"))
+    counts = harness.recap(playbook(inventory, "--check", "--diff"))
     assert set(counts) == {"director1", *lab.realserver_names()}
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
 
@@ -236,7 +225,7 @@ def test_drain_a_stopped_real_server_through_the_roles_variables(inventory, clie
     drain.write_text(json.dumps({"all": {"children": {"realservers": {"hosts": {rs_name: {"realserver_weight": 0}}}}}}))
     rs.check_output(f"systemctl stop {web_service(hostvars, rs_name)}")
     try:
-        counts = recap(playbook(inventory, "-i", str(drain), "--limit", "director"))
+        counts = harness.recap(playbook(inventory, "-i", str(drain), "--limit", "director"))
         assert counts["director1"]["changed"] > 0
         held, declared = declared_services(director, {rs: 0 if rs == rs_name else hostvars[rs].get("realserver_weight", 1)
                                                       for rs in lab.realserver_names()})
