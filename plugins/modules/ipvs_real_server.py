@@ -77,7 +77,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Add a NAT real server to the web service, port 80 mapped to 8080
-  lvs.nat.ipvs_options.real_server:
+  lvs.nat.ipvs_real_server:
     service:
       protocol: tcp
       address: 198.51.100.10
@@ -87,7 +87,7 @@ EXAMPLES = r"""
     weight: 3
 
 - name: Drain a real server before maintenance (weight 0 keeps it in the table)
-  lvs.nat.ipvs_options.real_server:
+  lvs.nat.ipvs_real_server:
     service:
       address: 198.51.100.10
       port: 80
@@ -96,7 +96,7 @@ EXAMPLES = r"""
     weight: 0
 
 - name: Limit a real server to 500 active connections
-  lvs.nat.ipvs_options.real_server:
+  lvs.nat.ipvs_real_server:
     service:
       fwmark: 1
     address: 198.51.100.102
@@ -104,7 +104,7 @@ EXAMPLES = r"""
     lower_threshold: 400
 
 - name: Remove a real server
-  lvs.nat.ipvs_options.real_server:
+  lvs.nat.ipvs_real_server:
     service:
       address: 198.51.100.10
       port: 80

@@ -88,7 +88,7 @@ options:
         type: int
       forwarding:
         description:
-          - Forwarding method; V(masq) (NAT) on creation. See M(lvs.nat.ipvs_options.real_server).
+          - Forwarding method; V(masq) (NAT) on creation. See M(lvs.nat.ipvs_real_server).
         type: str
         choices: [masq, route, tunnel]
       weight:
@@ -109,7 +109,7 @@ options:
     type: bool
     default: false
 seealso:
-  - module: lvs.nat.ipvs_options.real_server
+  - module: lvs.nat.ipvs_real_server
   - module: lvs.nat.ipvs_info
   - module: lvs.nat.ipvs_timeouts
 """
