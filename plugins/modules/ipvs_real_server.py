@@ -180,12 +180,12 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidI
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
-def build_module():
-    return AnsibleModule(argument_spec=IPVS_REAL_SERVER_SPEC, supports_check_mode=True)
-
-
 def _view(dest):
     return dict((k, dest[k]) for k in ("address", "port") + DEST_FIELDS) if dest else {}
+
+
+def build_module():
+    return AnsibleModule(argument_spec=IPVS_REAL_SERVER_SPEC, supports_check_mode=True)
 
 
 def run(module):
