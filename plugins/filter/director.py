@@ -4,12 +4,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """lvs.nat.director_plan: the director role's variables turned into the arguments its tasks pass to the modules,
 built as data (no text is templated and parsed back) and checked on the controller by the modules' own validators,
-so that a bad value anywhere stops the play before any host changes. Documented in director_plan.yml."""
+so that a bad value anywhere stops the play before any host changes. Documented in director_plan.yml.
+lvs.nat.director_differences: what the kernel holds otherwise than declared, for the role's verify phase
+(director_differences.yml); lvs.nat.realserver_problems: the real server role's checks (realserver_problems.yml)."""
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.lvs.nat.plugins.module_utils import _netfilter, _sysctl
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import (
@@ -214,7 +218,7 @@ def _service_fields(where, entry, errors):
 
 
 def _service(i, entry, ctx, errors):
-    """One director_services entry as lvs.nat.ipvs_service arguments (with a label), or None when bad."""
+    """One director_services entry as an entry of lvs.nat.ipvs_table's services, or None when bad."""
     where = "director_services[%d]" % i
     rs_port = _service_fields(where, entry, errors)
     if rs_port is None:
@@ -240,8 +244,6 @@ def _service(i, entry, ctx, errors):
         return None
     out = dict((k, v) for k, v in params.items() if v is not None and k not in ("state", "purge_real_servers"))
     out["real_servers"] = dests
-    out["label"] = "fwmark %s" % out["fwmark"] if "fwmark" in out else "%s %s:%s" % (
-        out["protocol"], out["address"], out["port"])
     return out
 
 
@@ -383,6 +385,56 @@ def director_plan(role_vars, groups=None, hostvars=None):
     return dict(services=services, nat_rules=nat_rules, sysctl=sysctl, timeouts=timeouts, errors=list(errors))
 
 
+# ---------------------------------------------------------------- the role's verify phase (lvs.nat.director_differences)
+
+def _address(text):
+    """An address in one canonical form, so that IPv6 written with upper case or zeros compares equal to the kernel's."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
+
+
+def _service_line(svc):
+    """(key, scheduler, sorted "address/port/weight/forwarding" of its real servers) of a declared or kernel service."""
+    if svc.get("fwmark"):
+        key = "fwmark %d" % int(svc["fwmark"])
+    else:
+        key = "%s %s:%d" % (svc["protocol"], _address(svc["address"]), int(svc["port"]))
+    real_servers = sorted("%s/%d/%d/%s" % (_address(rs["address"]), int(rs["port"]), int(rs["weight"]), rs["forwarding"])
+                          for rs in svc["real_servers"])
+    return key, svc["scheduler"], real_servers
+
+
+def director_differences(declared_services, kernel_services, vip, purge_real_servers=False):
+    """What the kernel holds differently from the declared services (director_plan's services): each declared
+    service missing or held otherwise, and each kernel service on the VIP or with a declared mark that is not
+    declared; another tool's services elsewhere are not ours. Empty when the kernel holds them as declared."""
+    purge = boolean(purge_real_servers, strict=False)
+    declared = [_service_line(s) for s in declared_services]
+    marks = set(int(s["fwmark"]) for s in declared_services if s.get("fwmark") is not None)
+    vip = _address(vip)
+    held = {}
+    for svc in kernel_services:
+        if (int(svc["fwmark"]) in marks) if svc.get("fwmark") else _address(svc["address"]) == vip:
+            key, scheduler, real_servers = _service_line(svc)
+            held[key] = (scheduler, real_servers)
+    wrong = []
+    for key, scheduler, want in declared:
+        if key not in held:
+            wrong.append("%s is missing" % key)
+            continue
+        held_scheduler, held_real_servers = held[key]
+        if held_scheduler != scheduler or set(want) - set(held_real_servers) or (
+                purge and set(held_real_servers) - set(want)):
+            wrong.append("%s holds %s %s, declared %s %s" % (
+                key, held_scheduler, " ".join(held_real_servers), scheduler, " ".join(want)))
+    keys = [key for key, _scheduler, _want in declared]
+    wrong += ["%s is not declared (a service removed from director_services was not removed)" % key
+              for key in held if key not in keys]
+    return wrong
+
+
 # ---------------------------------------------------------------- the real server role (lvs.nat.realserver_problems)
 
 def _route_problems(role_vars):
@@ -430,4 +482,5 @@ def _probe_rule(**fields):
 
 class FilterModule(object):
     def filters(self):
-        return {"director_plan": director_plan, "realserver_problems": realserver_problems}
+        return {"director_plan": director_plan, "director_differences": director_differences,
+                "realserver_problems": realserver_problems}

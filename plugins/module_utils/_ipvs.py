@@ -65,6 +65,7 @@ def _pyroute2():
     from pyroute2.netlink.generic import GenericNetlinkSocket
     return GenericNetlinkSocket, genlmsg, NetlinkError
 
+
 # include/uapi/linux/ip_vs.h: attribute numbers (the operations are in _ipvs_names)
 CMD_ATTR_SERVICE, CMD_ATTR_DEST = 1, 2
 CMD_ATTR_TIMEOUT_TCP, CMD_ATTR_TIMEOUT_TCP_FIN, CMD_ATTR_TIMEOUT_UDP = 4, 5, 6

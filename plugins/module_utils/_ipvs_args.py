@@ -51,7 +51,7 @@ IPVS_SERVICE_SPEC = dict(
     real_servers=dict(type="list", elements="dict", options=REAL_SERVER_SPEC),
     purge_real_servers=dict(type="bool", default=False),
 )
-# lvs.nat.ipvs_table: each service entry takes SERVICE_KEY_RELATIONS.
+# lvs.nat.ipvs_table (with IPVS_TABLE_RELATIONS): each service entry takes SERVICE_KEY_RELATIONS.
 IPVS_TABLE_SPEC = dict(
     services=dict(type="list", elements="dict", required=True, options=dict(
         SERVICE_SPEC,
@@ -59,7 +59,12 @@ IPVS_TABLE_SPEC = dict(
     ), **SERVICE_KEY_RELATIONS),
     purge_real_servers=dict(type="bool", default=False),
     purge_services=dict(type="bool", default=False),
+    owned=dict(type="dict", options=dict(
+        addresses=dict(type="list", elements="str", default=[]),
+        path=dict(type="path", default="/etc/lvs-nat/ipvs-owned-fwmarks"),
+    )),
 )
+IPVS_TABLE_RELATIONS = dict(mutually_exclusive=[("purge_services", "owned")])
 # lvs.nat.ipvs_real_server.
 IPVS_REAL_SERVER_SPEC = dict(
     REAL_SERVER_SPEC,

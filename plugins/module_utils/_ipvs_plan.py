@@ -187,12 +187,29 @@ def precheck_service(params, where=""):
 
 
 def precheck_table(entries):
-    """precheck_service for each of ipvs_table's services, the error naming services[i]."""
+    """precheck_service for each of ipvs_table's services, the error naming services[i]; their keys."""
+    keys = []
     for i, entry in enumerate(entries):
         try:
-            precheck_service(entry)
+            keys.append(precheck_service(entry))
         except InvalidInput as e:
             raise InvalidInput("services[%d]: %s" % (i, e)) from None
+    return keys
+
+
+def owned_addresses(addresses, option):
+    """The addresses of an ownership option (ipvs_save's addresses, ipvs_table's owned.addresses), each checked
+    with a full match and named option[i] when bad; a set of ipaddress objects (so 2001:DB8::1 is 2001:db8::1)."""
+    if not isinstance(addresses, (list, tuple)):
+        raise InvalidInput("%s=%s is not a list of addresses" % (option, _show(addresses)))
+    return set(_ip("%s[%d]" % (option, i), value) for i, value in enumerate(addresses))
+
+
+def owned_services(table, addresses, marks):
+    """The services of table that an owner holds: on one of its addresses (ipaddress objects), or with one of its
+    marks (any family: a mark is the owner's whatever the family of the service carrying it)."""
+    return [svc for svc in table
+            if (svc["fwmark"] in marks if svc["fwmark"] else _parse_ip(svc["address"]) in addresses)]
 
 
 def precheck_dest(entry, key, where="real server"):
@@ -372,9 +389,10 @@ def _plan_dests(svc, have, dests_wanted, purge, after_dests):
     return ops
 
 
-def plan_table(current, entries, purge_services, purge_real_servers):
+def plan_table(current, entries, purge_services, purge_real_servers, owned=None):
     """Kernel operations turning the kernel's table into the listed services, each as ipvs_service with
-    state=present would; with purge_services, services not listed are removed first.
+    state=present would; services not listed are removed first: all of them with purge_services, those the owner
+    holds with owned=(addresses, marks) (see owned_services; the marks listed now count as the owner's too).
 
     current: the kernel's services with their real servers. Returns (ops, after, removed), after in the order of
     entries (predicted, as plan_service predicts).
@@ -398,7 +416,14 @@ def plan_table(current, entries, purge_services, purge_real_servers):
         svc_ops, svc_after = plan_service(cur, desired, dests, purge_real_servers)
         ops += svc_ops
         after.append(svc_after)
-    removed = [svc for key, svc in sorted(held.items(), key=lambda kv: str(kv[0])) if key not in listed] if purge_services else []
+    unlisted = [svc for key, svc in sorted(held.items(), key=lambda kv: str(kv[0])) if key not in listed]
+    if purge_services:
+        removed = unlisted
+    elif owned is not None:
+        marks = set(owned[1]) | set(sid[1] for sid in listed if sid[1])
+        removed = owned_services(unlisted, owned[0], marks)
+    else:
+        removed = []
     return [(CMD_DEL_SERVICE, svc, None) for svc in removed] + ops, after, removed
 
 

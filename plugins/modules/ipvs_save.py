@@ -91,19 +91,22 @@ rules:
 """
 
 import ipaddress
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, _int_range, _ip, dest_order
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
+    InvalidInput,
+    _int_range,
+    dest_order,
+    owned_addresses,
+    owned_services,
+)
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 HEADER = "# Managed by lvs.nat.ipvs_save: the owned IPVS services and the timeouts, one ipvsadm command a line.\n"
 FWD_FLAGS = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
-# An IPv4 or IPv6 address as written, ASCII only: no IPv6 scope ("%eth0"), which no IPVS service carries.
-_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}", re.ASCII)
 # The boot restore, a POSIX sh script that gets the saved file as $0 (data, never pasted into the script), read on
 # descriptor 3 (a missing file fails the unit). Each line on its own, words split with globbing off: --set as is; a
 # service or real server is edited when it exists (a restart on a running director), else added; nothing is ever
@@ -134,12 +137,7 @@ def selection(params):
     """The owned addresses and marks from the options, or None (neither set) for every service."""
     if params["addresses"] is None and params["fwmarks"] is None:
         return None
-    addresses = set()
-    for i, value in enumerate(params["addresses"] or []):
-        option = "addresses[%d]" % i
-        if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
-            raise InvalidInput("%s=%r is not an IPv4 or IPv6 address" % (option, value))
-        addresses.add(_ip(option, value))
+    addresses = owned_addresses(params["addresses"] or [], "addresses")
     for i, mark in enumerate(params["fwmarks"] or []):
         _int_range("fwmarks[%d]" % i, mark, 1, MAX_U32)
     return addresses, set(params["fwmarks"] or [])
@@ -147,11 +145,7 @@ def selection(params):
 
 def owned(table, selected):
     """The services of table that the selection owns: on an owned address, or with an owned mark."""
-    if selected is None:
-        return list(table)
-    addresses, marks = selected
-    return [svc for svc in table
-            if (svc["fwmark"] in marks if svc["fwmark"] else ipaddress.ip_address(svc["address"]) in addresses)]
+    return list(table) if selected is None else owned_services(table, *selected)
 
 
 def _addr(address, port):

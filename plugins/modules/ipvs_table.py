@@ -16,8 +16,8 @@ description:
   - Each entry of O(services) means what the same options mean to M(lvs.nat.ipvs_service) with O(lvs.nat.ipvs_service#module:state=present);
     options left out keep what the kernel holds, or take the creation defaults. Use M(lvs.nat.ipvs_service) for one
     service, this module for a table that is large or owned as a whole.
-  - Nothing that the task does not name is removed, unless O(purge_real_servers=true) (real servers of a listed service)
-    or O(purge_services=true) (services not listed).
+  - Nothing that the task does not name is removed, unless O(purge_real_servers=true) (real servers of a listed service),
+    O(purge_services=true) (every service not listed) or O(owned) (the services not listed that the task owns).
   - Every entry is checked before anything is sent. Where the kernel still refuses an operation (a real server on a
     broadcast address of the director's own subnet, for example), everything the run applied is rolled back, so the
     failed task leaves the table as it found it.
@@ -30,7 +30,9 @@ attributes:
     support: full
   diff_mode:
     support: full
-    details: Before and after show the services that the run adds, edits or removes, with their real servers.
+    details:
+      - Before and after show the services that the run adds, edits or removes, with their real servers.
+      - With O(owned), the diff is a list of two entries, the services as above, then the file O(owned.path).
   platform:
     platforms: linux
 options:
@@ -133,9 +135,38 @@ options:
     default: false
   purge_services:
     description:
-      - Remove the services the kernel holds that O(services) does not list, with their real servers.
+      - Remove the services the kernel holds that O(services) does not list, with their real servers, whoever made
+        them. O(owned) removes only the task's own.
+      - Mutually exclusive with O(owned).
     type: bool
     default: false
+  owned:
+    description:
+      - What the task owns, so that a service it declared once and no longer lists is removed, and nothing else is.
+      - A service that O(services) does not list is removed, with its real servers, when it is on one of
+        O(owned.addresses), or when it is a fwmark service whose mark O(services) lists now or listed in an earlier run
+        with the same O(owned.path) (a mark is owned in both families). Services of other tools on other addresses, and
+        fwmark services of marks the task never listed, are left as they are.
+      - Without O(owned) (and without O(purge_services)) no service is removed.
+      - Mutually exclusive with O(purge_services).
+    type: dict
+    suboptions:
+      addresses:
+        description:
+          - The virtual IP addresses (IPv4 or IPv6) the task owns; every service on them is either listed or removed.
+        type: list
+        elements: str
+        default: []
+      path:
+        description:
+          - The file in which the module records the fwmarks that O(services) lists, one a line under the header
+            C(# Managed by lvs.nat.ipvs_table); it is removed when no fwmark is listed, and written only after the
+            kernel took the run's changes (not in check mode).
+          - An absolute path of ASCII letters, digits and the characters C(_./+,@=:-), without C(..).
+          - An existing file without the managed header, or with a line that is not a fwmark, fails the task before
+            any change.
+        type: path
+        default: /etc/lvs-nat/ipvs-owned-fwmarks
 seealso:
   - module: lvs.nat.ipvs_service
   - module: lvs.nat.ipvs_info
@@ -170,6 +201,22 @@ EXAMPLES = r"""
           - {address: 198.51.100.102}
     purge_services: true
     purge_real_servers: true
+
+- name: The director's table; services it declared before and no longer lists are removed, other tools' are kept
+  lvs.nat.ipvs_table:
+    services:
+      - address: 198.51.100.10
+        port: 443
+        real_servers:
+          - {address: 198.51.100.101}
+      - fwmark: 7
+        scheduler: sh
+        persistence_timeout: 300
+        real_servers:
+          - {address: 198.51.100.101, port: 0}
+    owned:
+      addresses: [198.51.100.10]
+    purge_real_servers: true
 """
 
 RETURN = r"""
@@ -196,13 +243,15 @@ services:
       real_servers:
         - {address: 198.51.100.101, port: 80, forwarding: masq, weight: 3, upper_threshold: 0, lower_threshold: 0}
 removed:
-  description: The services removed (in check mode, that would be removed) by O(purge_services), as they were.
+  description: The services removed (in check mode, that would be removed) by O(purge_services) or O(owned), as they were.
   returned: always
   type: list
   elements: dict
   sample: []
 changes:
-  description: The kernel operations made (in check mode, that would be made), in order.
+  description:
+    - The kernel operations made (in check mode, that would be made), in order.
+    - The result's C(changed) is also true when only the file O(owned.path) changed.
   returned: always
   type: list
   elements: str
@@ -227,35 +276,100 @@ not_rolled_back:
   sample: []
 """
 
+import contextlib
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _ipvs_args, _ipvs_names, _ipvs_plan
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _ipvs_args, _ipvs_names, _ipvs_plan, _persist
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
+
+OWNED_HEADER = "# Managed by lvs.nat.ipvs_table: the fwmarks of its services, one a line; it removes them when unlisted.\n"
+# A mark as the file holds it: decimal, no sign, no leading zero, ASCII only (full match), 1 to 2**32 - 1.
+_MARK = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
+
+
+def owned_text(marks):
+    """The content of owned.path recording marks: the header, then each mark once in increasing order; None (the
+    file absent) for no mark."""
+    return OWNED_HEADER + "".join("%d\n" % mark for mark in sorted(set(marks))) if marks else None
+
+
+def parse_owned(text, path):
+    """The marks owned_text wrote (an empty set for None, an absent file). Anything but what owned_text writes (the
+    header, marks in increasing order, one a line) raises PersistError naming owned.path, so that a foreign or damaged
+    file never decides what is removed."""
+    if text is None:
+        return set()
+    lines = text.split("\n")
+    marks = set()
+    for number, line in enumerate(lines[1:-1], 2):
+        if not _MARK.fullmatch(line) or int(line) > _ipvs_names.MAX_U32:
+            raise _persist.PersistError("owned.path: line %d of %s is not a fwmark (1 to %d): %s; move the file away "
+                                        "or choose another owned.path" % (number, path, _ipvs_names.MAX_U32,
+                                                                          _ipvs_plan._show(line)))
+        marks.add(int(line))
+    if owned_text(marks) != text:
+        raise _persist.PersistError("owned.path: %s is not a list of fwmarks as lvs.nat.ipvs_table writes it (the line "
+                                    "%r, then at least one mark a line in increasing order, each line ending with a "
+                                    "newline); move it away or choose another owned.path" % (path, OWNED_HEADER.strip()))
+    return marks
+
+
+def owned_file(owned, keys):
+    """owned checked before the kernel is read: its addresses, its path, the file (ours, and parsed). Returns
+    ((addresses, marks recorded), _persist.Owned for the marks listed now), or (None, None) without owned."""
+    if owned is None:
+        return None, None
+    addresses = _ipvs_plan.owned_addresses(owned["addresses"], "owned.addresses")
+    problem = _persist.path_problem(owned["path"], "owned.path")
+    if problem:
+        raise _ipvs_plan.InvalidInput(problem)
+    listed = [key["fwmark"] for key in keys if key["fwmark"]]
+    files = _persist.Owned(files=[("owned.path", owned["path"], owned_text(listed), 0o644)])
+    return (addresses, parse_owned(files.plan[0]["before"], owned["path"])), files
 
 
 def build_module():
-    return AnsibleModule(argument_spec=_ipvs_args.IPVS_TABLE_SPEC, supports_check_mode=True)
+    return AnsibleModule(argument_spec=_ipvs_args.IPVS_TABLE_SPEC, supports_check_mode=True,
+                         **_ipvs_args.IPVS_TABLE_RELATIONS)
 
 
-def run(module):
+def reconcile(module, services, owned):
+    """Read the table, plan, apply unless check mode; (ops, current, after, removed)."""
     p = module.params
-    _ipvs_plan.precheck_table(p["services"])
     with _ipvs.Session(module) as kernel:
         current = kernel.table()
-        ops, after, removed = _ipvs_plan.plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"])
+        ops, after, removed = _ipvs_plan.plan_table(current, services, p["purge_services"], p["purge_real_servers"],
+                                                    owned=owned)
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
             kernel.apply(ops, before=current, schedulers=schedulers)
             held = dict((_ipvs_names.service_id(svc), svc) for svc in kernel.table())
             after = [held.get(_ipvs_names.service_id(svc)) for svc in after]
+    return ops, current, after, removed
+
+
+def run(module):
+    p = module.params
+    keys = _ipvs_plan.precheck_table(p["services"])
+    # owned.path is read, then rewritten after the kernel changed: one run at a time, or a run could forget the
+    # marks another recorded.
+    with _persist.lock("ipvs_table") if p["owned"] is not None else contextlib.nullcontext():
+        owned, files = owned_file(p["owned"], keys)
+        ops, current, after, removed = reconcile(module, p["services"], owned)
+        # Written once the kernel took the changes: a refused run still knows the marks it owned before.
+        recorded = files.install(module) if files else dict(changed=False, diff=[])
     # Only what the run touched: a large table's unchanged services would make every result (and its processing by
     # ansible-core) as large as the table. lvs.nat.ipvs_info reads the whole table.
     touched = set(_ipvs_names.service_id(op[1]) for op in ops)
-    result = dict(changed=bool(ops), services=[_ipvs_plan.config_view(svc) for svc in after if _ipvs_names.service_id(svc) in touched],
+    result = dict(changed=bool(ops) or recorded["changed"],
+                  services=[_ipvs_plan.config_view(svc) for svc in after if _ipvs_names.service_id(svc) in touched],
                   removed=[_ipvs_plan.config_view(svc) for svc in removed], changes=[_ipvs_names.describe_op(op) for op in ops])
-    result["diff"] = dict(before=[_ipvs_plan.config_view(svc) for svc in current if _ipvs_names.service_id(svc) in touched],
-                          after=result["services"])
+    table_diff = dict(before=[_ipvs_plan.config_view(svc) for svc in current if _ipvs_names.service_id(svc) in touched],
+                      after=result["services"])
+    result["diff"] = [table_diff] + recorded["diff"] if files else table_diff
     return result
 
 

@@ -242,3 +242,32 @@ def test_drain_a_stopped_real_server_through_the_roles_variables(inventory, clie
         # Back to the declared cluster: weights from the inventory, the web server started by the role.
         playbook(inventory)
     assert_split(ask(client, 80), expected_shares(hostvars, "wrr"))
+
+
+def test_a_service_removed_from_director_services_leaves_the_kernel_and_the_boot_file(inventory, director, tmp_path):
+    """The role owns its VIP's services: one dropped from director_services is removed by the next run (check mode
+    shows it first and removes nothing), from the kernel and from the saved boot state; another tool's service on
+    another address survives the run; a second run changes nothing."""
+    kept, dropped = sorted(services())[0], sorted(services())[1]
+    fewer = [dict(svc) for port, svc in services().items() if port == kept]
+    override = json.dumps({"all": {"hosts": {"director1": {"director_services": fewer}}}})
+    foreign = "-t 192.0.2.99:80"
+    director.check_output(f"ipvsadm -A {foreign} -s rr")
+    (tmp_path / "fewer.json").write_text(override)
+    args = ("-i", str(tmp_path / "fewer.json"), "--limit", "director")
+    try:
+        counts = harness.recap(playbook(inventory, *args, "--check", "--diff"))
+        assert counts["director1"]["changed"] > 0
+        assert f" {lab.VIP}:{dropped} " in director.check_output("ipvsadm -Sn") + " "
+        counts = harness.recap(playbook(inventory, *args))
+        assert counts["director1"]["changed"] > 0
+        held, saved = director.check_output("ipvsadm -Sn"), director.check_output("cat /etc/lvs-nat/ipvs.rules")
+        assert f"{lab.VIP}:{dropped} " not in held + " " and f"{lab.VIP}:{dropped} " not in saved
+        assert f"{lab.VIP}:{kept} " in held and f"-A {foreign} -s rr" in held
+        assert "192.0.2.99" not in saved  # another tool's service: neither removed nor saved by the role
+        counts = harness.recap(playbook(inventory, *args))
+        assert counts["director1"]["changed"] == 0, counts
+    finally:
+        director.run(f"ipvsadm -D {foreign}")
+        playbook(inventory)  # back to the declared cluster
+    assert f"{lab.VIP}:{dropped} " in director.check_output("ipvsadm -Sn")

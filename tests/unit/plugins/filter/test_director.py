@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.lvs.nat.plugins.filter.director import FilterModule, director_plan, realserver_problems
+from ansible_collections.lvs.nat.plugins.filter.director import (
+    FilterModule,
+    director_differences,
+    director_plan,
+    realserver_problems,
+)
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_TABLE_RELATIONS, IPVS_TABLE_SPEC
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import precheck_table
 
 ROOT = Path(__file__).resolve().parents[4]
 DEFAULTS = yaml.safe_load((ROOT / "roles" / "director" / "defaults" / "main.yml").read_text())
@@ -39,8 +47,7 @@ def rs(address, weight, port=80):
 
 def svc(port, scheduler, real_servers):
     return {"protocol": "tcp", "address": VIP, "port": port, "scheduler": scheduler, "scheduler_flags": [],
-            "persistence_timeout": 0, "one_packet": False, "real_servers": real_servers,
-            "label": "tcp %s:%d" % (VIP, port)}
+            "persistence_timeout": 0, "one_packet": False, "real_servers": real_servers}
 
 
 def role_rules(ports, network="198.51.100.64/26", iface="eth0"):
@@ -60,7 +67,8 @@ LAB_SERVICES = [svc(80, "wrr", [rs("198.51.100.65", 3), rs("198.51.100.66", 1)])
 
 
 def test_the_filter_is_registered():
-    assert FilterModule().filters() == {"director_plan": director_plan, "realserver_problems": realserver_problems}
+    assert FilterModule().filters() == {"director_plan": director_plan, "director_differences": director_differences,
+                                        "realserver_problems": realserver_problems}
 
 
 def test_example_inventory_gives_what_the_templates_gave():
@@ -80,6 +88,17 @@ def test_lab_inventory_gives_what_the_templates_gave():
     assert out["nat_rules"] == role_rules([80, 8080])
 
 
+def test_the_services_are_what_ipvs_table_takes_in_one_run():
+    """The role passes the plan's services to lvs.nat.ipvs_table as they are: its argument spec accepts them all."""
+    out = plan(director_services=[{"fwmark": 7, "scheduler": "sh", "persistence_timeout": 300}, {"protocol": "udp", "port": 53},
+                                  {"port": 80, "scheduler": "wrr"}])
+    assert out["errors"] == [] and len(out["services"]) == 3
+    params = dict(services=out["services"], owned=dict(addresses=[VIP]), purge_real_servers=True)
+    result = ArgumentSpecValidator(IPVS_TABLE_SPEC, **IPVS_TABLE_RELATIONS).validate(params)
+    assert result.error_messages == []
+    assert precheck_table(result.validated_parameters["services"])[0]["fwmark"] == 7
+
+
 def test_role_defaults_fwmark_listed_real_servers_and_extra_rules():
     extra = [{"type": "mark", "destination": VIP, "protocol": "tcp", "port": 443, "mark": 7}]
     out = plan(director_private_network="", director_timeouts={}, director_nat_rules=extra, director_services=[
@@ -90,7 +109,7 @@ def test_role_defaults_fwmark_listed_real_servers_and_extra_rules():
     assert out["errors"] == []
     assert out["services"][0] == {"fwmark": 7, "scheduler": "sh", "scheduler_flags": ["sh-port"],
                                   "persistence_timeout": 300, "persistence_prefix": 24, "one_packet": False,
-                                  "real_servers": [rs("198.51.100.70", 2, port=0)], "label": "fwmark 7"}
+                                  "real_servers": [rs("198.51.100.70", 2, port=0)]}
     assert out["services"][1]["one_packet"] is True and out["services"][1]["scheduler"] == "wlc"
     assert out["services"][1]["real_servers"] == [rs("198.51.100.101", 3, 5353), rs("198.51.100.102", 1, 5353)]
     # nat_rules matches TCP and UDP only: no accept for the fwmark or the sctp service; no network, no forward rules.
@@ -308,3 +327,100 @@ def test_realserver_good_variables():
 def test_realserver_bad_variable_is_refused_naming_it(bad, message):
     problems = realserver_problems(dict(RS_GOOD, **bad))
     assert [p for p in problems if message in p], problems
+
+
+# ---------------------------------------------------------------- lvs.nat.director_differences (the verify phase)
+
+def kernel(svc, fwmark=0, **changes):
+    """A declared service as lvs.nat.ipvs_info returns it (with the fields the comparison does not read)."""
+    out = dict(copy.deepcopy(svc), family="ipv4", fwmark=fwmark, persistence_prefix=32, stats={})
+    if fwmark:
+        out.update(protocol="tcp", address="0.0.0.0", port=0)
+    for r in out["real_servers"]:
+        r.update(upper_threshold=0, lower_threshold=0, active_conns=0, inactive_conns=0, persist_conns=0, stats={})
+    out.update(changes)
+    return out
+
+
+MARKED = {"fwmark": 7, "scheduler": "rr", "scheduler_flags": [], "persistence_timeout": 0, "one_packet": False,
+          "real_servers": [rs("198.51.100.101", 1, port=0)]}
+DECLARED = LAB_SERVICES + [MARKED]
+HELD_80 = "198.51.100.65/80/3/masq 198.51.100.66/80/1/masq"
+
+
+def differences(held, declared=None, vip=VIP, purge=False):
+    return director_differences(copy.deepcopy(DECLARED if declared is None else declared), held, vip, purge)
+
+
+def held(**changes):
+    """The kernel holding DECLARED, with changes: index -> the kernel's service (None: absent)."""
+    out = [kernel(LAB_SERVICES[0]), kernel(LAB_SERVICES[1]), kernel(MARKED, fwmark=7)]
+    for i, svc in changes.items():
+        out[int(i[1:])] = svc
+    return [s for s in out if s is not None]
+
+
+def test_differences_none_when_the_kernel_holds_the_declared_services():
+    assert differences(held()) == []
+    assert differences(held(), purge=True) == []
+
+
+def test_differences_a_missing_service():
+    assert differences(held(s1=None)) == ["tcp 198.51.100.10:8080 is missing"]
+    assert differences(held(s2=None)) == ["fwmark 7 is missing"]
+
+
+def test_differences_a_wrong_scheduler():
+    assert differences(held(s0=kernel(LAB_SERVICES[0], scheduler="rr"))) == [
+        "tcp 198.51.100.10:80 holds rr %s, declared wrr %s" % (HELD_80, HELD_80)]
+
+
+def test_differences_a_wrong_weight():
+    wrong = kernel(LAB_SERVICES[0])
+    wrong["real_servers"][1]["weight"] = 5
+    assert differences(held(s0=wrong)) == ["tcp 198.51.100.10:80 holds wrr 198.51.100.65/80/3/masq "
+                                           "198.51.100.66/80/5/masq, declared wrr %s" % HELD_80]
+
+
+def test_differences_a_missing_real_server():
+    wrong = kernel(LAB_SERVICES[0])
+    del wrong["real_servers"][0]
+    assert differences(held(s0=wrong), purge=True) == [
+        "tcp 198.51.100.10:80 holds wrr 198.51.100.66/80/1/masq, declared wrr %s" % HELD_80]
+
+
+@pytest.mark.parametrize("purge, expected", [
+    (False, []),
+    ("no", []),
+    (True, ["tcp 198.51.100.10:80 holds wrr %s 198.51.100.67/80/1/masq, declared wrr %s" % (HELD_80, HELD_80)]),
+    ("yes", ["tcp 198.51.100.10:80 holds wrr %s 198.51.100.67/80/1/masq, declared wrr %s" % (HELD_80, HELD_80)]),
+])
+def test_differences_an_extra_real_server_is_wrong_only_with_purge(purge, expected):
+    extra = kernel(LAB_SERVICES[0])
+    extra["real_servers"].append(kernel(svc(80, "wrr", [rs("198.51.100.67", 1)]))["real_servers"][0])
+    assert differences(held(s0=extra), purge=purge) == expected
+
+
+def test_differences_an_undeclared_service_on_the_vip():
+    assert differences(held(), declared=DECLARED[:1] + DECLARED[2:]) == [
+        "tcp 198.51.100.10:8080 is not declared (a service removed from director_services was not removed)"]
+    udp = kernel(LAB_SERVICES[1], protocol="udp")
+    assert differences(held() + [udp]) == [
+        "udp 198.51.100.10:8080 is not declared (a service removed from director_services was not removed)"]
+
+
+def test_differences_ignore_another_tools_service_elsewhere_and_an_undeclared_mark():
+    other = kernel(svc(80, "sh", [rs("192.0.2.5", 1)]), address="198.51.100.11")
+    other_mark = kernel(MARKED, fwmark=8, scheduler="sh")
+    assert differences(held() + [other, other_mark]) == []
+    assert differences(held() + [other, other_mark], purge=True) == []
+
+
+@pytest.mark.parametrize("vip, declared_rs", [("2001:DB8::10", "2001:DB8:0::65"), ("2001:db8:0:0::010", "2001:db8::65")])
+def test_differences_an_ipv6_vip_written_otherwise_matches_the_kernels(vip, declared_rs):
+    declared = [dict(svc(80, "wrr", [rs(declared_rs, 3)]), address=vip)]
+    held_svc = kernel(dict(svc(80, "wrr", [rs("2001:db8::65", 3)]), address="2001:db8::10"), family="ipv6")
+    assert differences([held_svc], declared=declared, vip=vip) == []
+    stray = kernel(dict(svc(8080, "rr", [rs("2001:db8::65", 3)]), address="2001:db8::10"), family="ipv6")
+    assert differences([held_svc, stray], declared=declared, vip=vip) == [
+        "tcp 2001:db8::10:8080 is not declared (a service removed from director_services was not removed)"]

@@ -7,10 +7,13 @@ import json
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS, describe_op, service_id
+from ansible_collections.lvs.nat.plugins.module_utils._persist import PersistError
 from ansible_collections.lvs.nat.plugins.modules import ipvs_info, ipvs_real_server, ipvs_service, ipvs_table
 
 VIP = "198.51.100.10"
@@ -186,3 +189,128 @@ def test_where_ip_vs_is_not_loaded_the_table_is_empty_and_purging_removes_nothin
     assert result["removed"] == [] and result["diff"]["before"] == [] and kernel.applied == []
     assert result["changes"][0] == "add service TCP 198.51.100.10:80"
     assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], invocation={"module_args": {}})
+
+
+# -- owned: the services the task declared once and no longer lists are removed, nothing else
+
+OTHER = "198.51.100.99"  # another tool's service, on an address the task does not own
+
+
+def mark_svc(mark, family="ipv4"):
+    return dict(held(), family=family, protocol=None, address=None, port=None, fwmark=mark,
+                real_servers=[dict(held()["real_servers"][0], port=0)])
+
+
+def recorded(*marks):
+    return ipvs_table.OWNED_HEADER + "".join("%d\n" % m for m in marks)
+
+
+@pytest.fixture
+def owned_table(kernel, tmp_path):
+    """The kernel holds the task's VIP:80 and VIP:81, another tool's OTHER:80, mark 5 (never declared) and mark 7
+    (declared by an earlier run, recorded in the file)."""
+    kernel.held = [held(80), held(81), dict(held(80), address=OTHER), mark_svc(5), mark_svc(7)]
+    path = tmp_path / "owned"
+    path.write_text(recorded(7))
+    return kernel, path
+
+
+def owned_args(path, **extra):
+    return dict({"services": [{"address": VIP, "port": 80}, {"fwmark": 9, "real_servers": [{"address": "198.51.100.101"}]}],
+                 "owned": {"addresses": [VIP], "path": str(path)}}, **extra)
+
+
+def test_owned_removes_its_unlisted_services_and_keeps_other_tools_and_undeclared_marks(owned_table, capsys):
+    kernel, path = owned_table
+    kernel.then = [held(80), dict(held(80), address=OTHER), mark_svc(5), mark_svc(9)]
+    result = run(ipvs_table, owned_args(path, _ansible_diff=True), capsys)
+    assert result["changed"] and not result.get("failed"), result
+    assert result["changes"][:2] == ["delete service TCP 198.51.100.10:81", "delete service FWM 7 (ipv4)"]
+    assert [(s["address"], s["port"], s["fwmark"]) for s in result["removed"]] == [(VIP, 81, 0), (None, None, 7)]
+    ((ops, _before, _schedulers),) = kernel.applied
+    deleted = [op[1] for op in ops if describe_op(op).startswith("delete service")]
+    assert all(s["address"] != OTHER and s["fwmark"] != 5 for s in deleted)  # another tool's, a mark never declared
+    assert path.read_text() == recorded(9)  # the marks listed now
+    table_diff, file_diff = result["diff"]
+    assert [s["fwmark"] or s["port"] for s in table_diff["before"]] == [81, 7]
+    assert (file_diff["before"], file_diff["after"]) == (recorded(7), recorded(9))
+
+
+def test_owned_in_check_mode_shows_the_removal_and_changes_nothing(owned_table, capsys):
+    kernel, path = owned_table
+    result = run(ipvs_table, owned_args(path, _ansible_check_mode=True, _ansible_diff=True), capsys)
+    assert result["changed"] and kernel.applied == [] and path.read_text() == recorded(7)
+    assert [s["fwmark"] or s["port"] for s in result["removed"]] == [81, 7]
+    assert result["changes"][:3] == ["delete service TCP 198.51.100.10:81", "delete service FWM 7 (ipv4)", "add service FWM 9 (ipv4)"]
+    assert [s["fwmark"] or s["port"] for s in result["diff"][0]["before"]] == [81, 7]
+    assert result["diff"][1]["after"] == recorded(9)
+
+
+def test_owned_repeat_changes_nothing_and_no_mark_means_no_file(kernel, tmp_path, capsys):
+    path = tmp_path / "owned"
+    args = {"services": [{"address": VIP, "port": 80}], "owned": {"addresses": [VIP], "path": str(path)}}
+    result = run(ipvs_table, args, capsys)
+    assert not result["changed"] and not path.exists() and kernel.applied == []
+    path.write_text(recorded(7))  # a mark declared before and no longer listed: the file goes with it
+    result = run(ipvs_table, args, capsys)
+    assert result["changed"] and not path.exists() and result["changes"] == []
+
+
+def test_a_mark_listed_now_is_owned_in_both_families(kernel, tmp_path, capsys):
+    kernel.held = [mark_svc(9), mark_svc(9, "ipv6")]
+    result = run(ipvs_table, {"services": [{"fwmark": 9}], "owned": {"path": str(tmp_path / "owned")}}, capsys)
+    assert result["changes"] == ["delete service FWM 9 (ipv6)"]
+    assert (tmp_path / "owned").read_text() == recorded(9)
+
+
+def test_without_owned_or_purge_nothing_is_removed(owned_table, capsys):
+    kernel, _path = owned_table
+    result = run(ipvs_table, {"services": [{"address": VIP, "port": 80}]}, capsys)
+    assert result["removed"] == [] and not result["changed"]
+
+
+@pytest.mark.parametrize("owned, content, message", [
+    ({"addresses": [VIP, "198.51.100.x"]}, None, "owned.addresses[1]='198.51.100.x' is not an IPv4 or IPv6 address"),
+    ({"addresses": ["fe80::1%eth0"]}, None, "owned.addresses[0]='fe80::1%eth0' is a scoped address"),
+    ({"addresses": ["010.0.0.1"]}, None, "owned.addresses[0]='010.0.0.1' is not an IPv4"),
+    ({"path": "relative/owned"}, None, "owned.path must be an absolute path"),
+    ({"path": "/tmp/a b"}, None, "owned.path must be an absolute path"),
+    ({}, "# my own notes\n7\n", "owned.path: {path} exists and is not managed by lvs.nat"),
+    ({}, recorded(7) + "8 # web\n", "owned.path: line 3 of {path} is not a fwmark (1 to 4294967295): '8 # web'"),
+    ({}, recorded(7) + "4294967296\n", "owned.path: line 3 of {path} is not a fwmark"),
+    ({}, recorded(7, 5), "owned.path: {path} is not a list of fwmarks as lvs.nat.ipvs_table writes it"),
+    ({}, recorded(7).rstrip("\n"), "owned.path: {path} is not a list of fwmarks"),
+    ({}, "# Managed by lvs.nat.ipvs_save: the owned IPVS services\n-A -t 198.51.100.10:80 -s wlc\n", "owned.path: line 2 of {path}"),
+])
+def test_bad_owned_values_and_files_are_refused_before_the_kernel_is_read(owned_table, capsys, owned, content, message):
+    kernel, path = owned_table
+    if content is not None:
+        path.write_text(content)
+    before = path.read_text()
+    result = run(ipvs_table, dict(owned_args(path), owned=dict({"addresses": [VIP], "path": str(path)}, **owned)), capsys)
+    assert result["failed"] and result["msg"].startswith(message.format(path=path)), result["msg"]
+    assert (kernel.opened, kernel.applied, path.read_text()) == (0, [], before)
+
+
+def test_owned_and_purge_services_are_mutually_exclusive(owned_table, capsys):
+    kernel, path = owned_table
+    result = run(ipvs_table, owned_args(path, purge_services=True), capsys)
+    assert result["failed"] and "mutually exclusive: purge_services|owned" in result["msg"], result["msg"]
+    assert kernel.opened == 0
+
+
+@given(st.sets(st.integers(1, 2 ** 32 - 1), max_size=20))
+def test_the_owned_file_gives_back_the_marks_written(marks):
+    text = ipvs_table.owned_text(marks)
+    assert (text is None) == (not marks)
+    assert ipvs_table.parse_owned(text, "/x") == marks
+
+
+@given(st.text(max_size=300) | st.builds(lambda t: ipvs_table.OWNED_HEADER + t, st.text(alphabet="0123456789\n -#x", max_size=40)))
+def test_any_other_owned_file_is_refused_naming_the_option(text):
+    try:
+        marks = ipvs_table.parse_owned(text, "/x")
+    except PersistError as e:
+        assert str(e).startswith("owned.path: ")
+    else:  # accepted: exactly what owned_text writes for those marks
+        assert ipvs_table.owned_text(marks) == text
