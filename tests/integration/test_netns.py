@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import harness
@@ -34,15 +35,19 @@ def netns(tmp_path):
         sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
     yield tmp_path
+    left = {}
     for ns in (NS_A, NS_B):
         # What a target started in a namespace (the nat_rules target's web servers) ends with it.
-        pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-        if pids:
+        for _ in range(50):
+            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            if not pids:
+                break
             sh("kill", *pids, check=False)
+            time.sleep(0.1)
+        left[ns] = pids
         sh("ip", "netns", "del", ns, check=False)
     assert NS_A not in sh("ip", "netns", "list").stdout
-    left = sh("pgrep", "-f", f"http.server --bind ({IP_A}|{IP_B}) ", check=False).stdout.split()
-    assert not left, f"processes of the target still running: {left}"
+    assert left == {NS_A: [], NS_B: []}, f"processes of the target still running: {left}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
