@@ -31,7 +31,7 @@ attributes:
   diff_mode:
     support: full
     details:
-      - Before and after show the services that the run adds, edits or removes, with their real servers.
+      - Before and after map each service that the run adds, edits or removes (as C(TCP 198.51.100.10:80)) to its settings and real servers.
       - With O(owned), the diff is a list of two entries, the services as above, then the file O(owned.path).
   platform:
     platforms: linux
@@ -330,6 +330,10 @@ def owned_file(owned, keys):
     return (addresses, parse_owned(files.plan[0]["before"], owned["path"])), files
 
 
+def _by_service(services):
+    return dict((_ipvs_names.describe_service(svc), _ipvs_plan.config_view(svc)) for svc in services)
+
+
 def build_module():
     return AnsibleModule(argument_spec=_ipvs_args.IPVS_TABLE_SPEC, supports_check_mode=True,
                          **_ipvs_args.IPVS_TABLE_RELATIONS)
@@ -367,8 +371,9 @@ def run(module):
     result = dict(changed=bool(ops) or recorded["changed"],
                   services=[_ipvs_plan.config_view(svc) for svc in after if _ipvs_names.service_id(svc) in touched],
                   removed=[_ipvs_plan.config_view(svc) for svc in removed], changes=[_ipvs_names.describe_op(op) for op in ops])
-    table_diff = dict(before=[_ipvs_plan.config_view(svc) for svc in current if _ipvs_names.service_id(svc) in touched],
-                      after=result["services"])
+    # Mappings (service -> its settings and real servers): ansible-core's diff display takes text or a mapping.
+    table_diff = dict(before=_by_service(svc for svc in current if _ipvs_names.service_id(svc) in touched),
+                      after=_by_service(svc for svc in after if svc and _ipvs_names.service_id(svc) in touched))
     result["diff"] = [table_diff] + recorded["diff"] if files else table_diff
     return result
 

@@ -251,7 +251,7 @@ def test_a_service_removed_from_director_services_leaves_the_kernel_and_the_boot
     kept, dropped = sorted(services())[0], sorted(services())[1]
     fewer = [dict(svc) for port, svc in services().items() if port == kept]
     override = json.dumps({"all": {"hosts": {"director1": {"director_services": fewer}}}})
-    foreign = "-t 192.0.2.99:80"
+    foreign = "-t 198.51.100.97:80"
     director.check_output(f"ipvsadm -A {foreign} -s rr")
     (tmp_path / "fewer.json").write_text(override)
     args = ("-i", str(tmp_path / "fewer.json"), "--limit", "director")
@@ -264,7 +264,7 @@ def test_a_service_removed_from_director_services_leaves_the_kernel_and_the_boot
         held, saved = director.check_output("ipvsadm -Sn"), director.check_output("cat /etc/lvs-nat/ipvs.rules")
         assert f"{lab.VIP}:{dropped} " not in held + " " and f"{lab.VIP}:{dropped} " not in saved
         assert f"{lab.VIP}:{kept} " in held and f"-A {foreign} -s rr" in held
-        assert "192.0.2.99" not in saved  # another tool's service: neither removed nor saved by the role
+        assert "198.51.100.97" not in saved  # another tool's service: neither removed nor saved by the role
         counts = harness.recap(playbook(inventory, *args))
         assert counts["director1"]["changed"] == 0, counts
     finally:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS, describe_op, service_id
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS, describe_op, describe_service, service_id
 from ansible_collections.lvs.nat.plugins.module_utils._persist import PersistError
 from ansible_collections.lvs.nat.plugins.modules import ipvs_info, ipvs_real_server, ipvs_service, ipvs_table
 
@@ -160,6 +160,11 @@ TABLE = {"services": [{"address": VIP, "port": 80, "scheduler": "wrr"},
                       {"address": VIP, "port": 81, "scheduler": "sh", "real_servers": [{"address": "198.51.100.102"}]}]}
 
 
+def by_service(*services):
+    """The diff's form: a mapping, which ansible-core's diff display takes (a list makes its callback fail)."""
+    return dict((describe_service(svc), svc) for svc in services)
+
+
 def predicted():
     new = dict(held(81), scheduler="sh", real_servers=[dict(held(81)["real_servers"][0], address="198.51.100.102", weight=1)])
     return [dict(held(), scheduler="wrr"), new]
@@ -171,7 +176,7 @@ def test_check_mode_predicts_the_touched_services_and_applies_nothing(kernel, ca
     assert result["changes"] == ["edit service TCP 198.51.100.10:80", "add service TCP 198.51.100.10:81",
                                  "add real server 198.51.100.102:81 to TCP 198.51.100.10:81"]
     assert result["services"] == predicted()
-    assert result["diff"] == dict(before=[held()], after=result["services"]) and result["removed"] == []
+    assert result["diff"] == dict(before=by_service(held()), after=by_service(*result["services"])) and result["removed"] == []
 
 
 def test_a_run_applies_the_plan_and_reports_the_table_the_kernel_then_holds(kernel, capsys):
@@ -180,13 +185,13 @@ def test_a_run_applies_the_plan_and_reports_the_table_the_kernel_then_holds(kern
     result = run(ipvs_table, dict(TABLE, purge_services=True, _ansible_diff=True), capsys)
     ((ops, before, schedulers),) = kernel.applied
     assert [describe_op(op) for op in ops] == result["changes"] and before == [held()] and schedulers == ["sh", "wrr"]
-    assert result["services"] == kernel.then and result["diff"] == dict(before=[held()], after=kernel.then)
+    assert result["services"] == kernel.then and result["diff"] == dict(before=by_service(held()), after=by_service(*kernel.then))
 
 
 def test_where_ip_vs_is_not_loaded_the_table_is_empty_and_purging_removes_nothing(kernel, capsys):
     kernel.loaded = False
     result = run(ipvs_table, dict(TABLE, purge_services=True, _ansible_check_mode=True, _ansible_diff=True), capsys)
-    assert result["removed"] == [] and result["diff"]["before"] == [] and kernel.applied == []
+    assert result["removed"] == [] and result["diff"]["before"] == {} and kernel.applied == []
     assert result["changes"][0] == "add service TCP 198.51.100.10:80"
     assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], invocation={"module_args": {}})
 
@@ -232,7 +237,7 @@ def test_owned_removes_its_unlisted_services_and_keeps_other_tools_and_undeclare
     assert all(s["address"] != OTHER and s["fwmark"] != 5 for s in deleted)  # another tool's, a mark never declared
     assert path.read_text() == recorded(9)  # the marks listed now
     table_diff, file_diff = result["diff"]
-    assert [s["fwmark"] or s["port"] for s in table_diff["before"]] == [81, 7]
+    assert [s["fwmark"] or s["port"] for s in table_diff["before"].values()] == [81, 7]
     assert (file_diff["before"], file_diff["after"]) == (recorded(7), recorded(9))
 
 
@@ -242,7 +247,7 @@ def test_owned_in_check_mode_shows_the_removal_and_changes_nothing(owned_table, 
     assert result["changed"] and kernel.applied == [] and path.read_text() == recorded(7)
     assert [s["fwmark"] or s["port"] for s in result["removed"]] == [81, 7]
     assert result["changes"][:3] == ["delete service TCP 198.51.100.10:81", "delete service FWM 7 (ipv4)", "add service FWM 9 (ipv4)"]
-    assert [s["fwmark"] or s["port"] for s in result["diff"][0]["before"]] == [81, 7]
+    assert [s["fwmark"] or s["port"] for s in result["diff"][0]["before"].values()] == [81, 7]
     assert result["diff"][1]["after"] == recorded(9)
 
 
@@ -314,3 +319,15 @@ def test_any_other_owned_file_is_refused_naming_the_option(text):
         assert str(e).startswith("owned.path: ")
     else:  # accepted: exactly what owned_text writes for those marks
         assert ipvs_table.owned_text(marks) == text
+
+
+def test_the_diff_renders_in_ansible_cores_display(owned_table, capsys):
+    """--diff output goes through CallbackBase._get_diff, which takes text or mappings: a list made it fail
+    ("'list' object has no attribute 'splitlines'") and showed no diff."""
+    from ansible.plugins.callback import CallbackBase
+
+    _kernel, path = owned_table
+    shown = CallbackBase()._get_diff(run(ipvs_table, owned_args(path, _ansible_check_mode=True, _ansible_diff=True), capsys)["diff"])
+    assert "TCP 198.51.100.10:81" in shown and "FWM 7 (ipv4)" in shown and str(path) in shown
+    shown = CallbackBase()._get_diff(run(ipvs_table, dict(TABLE, _ansible_check_mode=True, _ansible_diff=True), capsys)["diff"])
+    assert "TCP 198.51.100.10:81" in shown
