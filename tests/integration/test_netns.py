@@ -38,7 +38,7 @@ def netns(tmp_path):
     left = {}
     for ns in (NS_A, NS_B):
         # What a target started in a namespace (the nat_rules target's web servers) ends with it.
-        for _ in range(50):
+        for _attempt in range(50):
             pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
             if not pids:
                 break
