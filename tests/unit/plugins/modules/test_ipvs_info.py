@@ -3,30 +3,27 @@
 table, the timeouts and the version; a read error is a failure naming the read."""
 from __future__ import annotations
 
+import functools
+
+import module_fakes
 import pytest
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.modules import ipvs_info
+
+FakeModule = functools.partial(module_fakes.FakeModule, {}, {})  # ipvs_info takes no options
+Exited = module_fakes.Exited
 
 SERVICE = dict(family="ipv4", protocol="tcp", address="198.51.100.10", port=80, fwmark=0, scheduler="rr", scheduler_flags=[],
                persistence_timeout=0, persistence_prefix=32, one_packet=False, real_servers=[])
 TIMEOUTS = {"tcp": 60, "tcp_fin": 10, "udp": 30}
 
 
-class FakeSession:
+class FakeSession(module_fakes.FakeSession):
     """_ipvs.Session reading a fixed kernel; loaded=False reads as the Session does where ip_vs is not loaded."""
 
     def __init__(self, loaded=True, error=None):
         self.loaded, self.error = loaded, error
-
-    def __call__(self, module):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     def table(self):
         if self.error:
@@ -43,23 +40,6 @@ class FakeSession:
         raise AssertionError("ipvs_info changes nothing")
 
     set_timeouts = apply
-
-
-class FakeModule:
-    params, _diff = {}, False
-
-    def __init__(self, check_mode=False):
-        self.check_mode = check_mode
-
-    def exit_json(self, **result):
-        raise Exited(result)
-
-    def fail_json(self, **result):
-        raise Exited(dict(result, failed=True))
-
-
-class Exited(Exception):
-    pass
 
 
 @pytest.mark.parametrize("check_mode", [False, True])

@@ -4,14 +4,18 @@ the real server before and after, apply gets the planned operation, a missing se
 from __future__ import annotations
 
 import copy
+import functools
 
+import module_fakes
 import pytest
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_REAL_SERVER_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import CMD_DEL_DEST, CMD_SET_DEST, dest_id, service_id
 from ansible_collections.lvs.nat.plugins.modules import ipvs_real_server
+
+FakeModule = functools.partial(module_fakes.FakeModule, IPVS_REAL_SERVER_SPEC)
+Exited = module_fakes.Exited
 
 VIP = "198.51.100.10"
 SERVICE = {"address": VIP, "port": 80}
@@ -26,20 +30,11 @@ def held():
                 persistence_timeout=0, persistence_prefix=32, one_packet=False, real_servers=[rs("198.51.100.101", weight=2)])
 
 
-class FakeSession:
+class FakeSession(module_fakes.FakeSession):
     """_ipvs.Session over an in-memory table whose real servers apply() changes as the kernel would."""
 
     def __init__(self, table, error=None):
         self.held, self.error, self.applied = table, error, []
-
-    def __call__(self, module):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     def service(self, key):
         return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
@@ -52,23 +47,6 @@ class FakeSession:
             cur = next(s for s in self.held if service_id(s) == service_id(svc))
             others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
             cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
-
-
-class FakeModule:
-    def __init__(self, args, check_mode=False, diff=True):
-        validated = ArgumentSpecValidator(IPVS_REAL_SERVER_SPEC).validate(args)
-        assert not validated.error_messages, validated.error_messages
-        self.params, self.check_mode, self._diff = validated.validated_parameters, check_mode, diff
-
-    def exit_json(self, **result):
-        raise Exited(result)
-
-    def fail_json(self, **result):
-        raise Exited(dict(result, failed=True))
-
-
-class Exited(Exception):
-    pass
 
 
 @pytest.fixture

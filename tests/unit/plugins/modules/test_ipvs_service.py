@@ -4,9 +4,10 @@ service before and after, apply gets the planned operations, and a kernel failur
 from __future__ import annotations
 
 import copy
+import functools
 
+import module_fakes
 import pytest
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_SERVICE_SPEC, SERVICE_KEY_RELATIONS
@@ -19,6 +20,9 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     service_id,
 )
 from ansible_collections.lvs.nat.plugins.modules import ipvs_service
+
+FakeModule = functools.partial(module_fakes.FakeModule, IPVS_SERVICE_SPEC, **SERVICE_KEY_RELATIONS)
+Exited = module_fakes.Exited
 
 VIP = "198.51.100.10"
 
@@ -34,20 +38,11 @@ def held(**kw):
     return svc
 
 
-class FakeSession:
+class FakeSession(module_fakes.FakeSession):
     """_ipvs.Session over an in-memory table that apply() changes as the kernel would."""
 
     def __init__(self, table, loaded=True, error=None):
         self.held, self.loaded, self.error, self.applied = table, loaded, error, []
-
-    def __call__(self, module):  # the Session class the module instantiates
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     def service(self, key):
         return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
@@ -67,23 +62,6 @@ class FakeSession:
             else:
                 others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
                 cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
-
-
-class FakeModule:
-    def __init__(self, args, check_mode=False, diff=True):
-        validated = ArgumentSpecValidator(IPVS_SERVICE_SPEC, **SERVICE_KEY_RELATIONS).validate(args)
-        assert not validated.error_messages, validated.error_messages
-        self.params, self.check_mode, self._diff = validated.validated_parameters, check_mode, diff
-
-    def exit_json(self, **result):
-        raise Exited(result)
-
-    def fail_json(self, **result):
-        raise Exited(dict(result, failed=True))
-
-
-class Exited(Exception):
-    pass
 
 
 @pytest.fixture

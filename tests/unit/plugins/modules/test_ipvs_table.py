@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import module_fakes
 import pytest
 from ansible.module_utils.testing import patch_module_args
 from hypothesis import given
@@ -26,7 +27,7 @@ def held(port=80):
                               "upper_threshold": 0, "lower_threshold": 0}]}
 
 
-class FakeSession:
+class FakeSession(module_fakes.FakeSession):
     """_ipvs.Session over a fixed table: records apply(), after which it holds .then if set; set .refusal, .read_error,
     .session_error (raised when the modules open it) or .loaded=False (as a Session reads where ip_vs is not loaded)."""
 
@@ -34,17 +35,11 @@ class FakeSession:
         self.held, self.loaded, self.applied, self.opened = table, True, [], 0
         self.refusal = self.read_error = self.session_error = self.then = None
 
-    def __call__(self, module):  # the Session class the modules instantiate
-        self.opened += 1
+    def __call__(self, module):
         if self.session_error:
+            self.opened += 1
             raise self.session_error  # pylint: disable=raising-bad-type
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+        return super().__call__(module)
 
     def table(self):
         if self.read_error:

@@ -3,31 +3,26 @@
 timeouts before and after, where ip_vs is not loaded the kernel's defaults are the before, bad values change nothing."""
 from __future__ import annotations
 
+import functools
+
+import module_fakes
 import pytest
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_TIMEOUTS_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS
 from ansible_collections.lvs.nat.plugins.modules import ipvs_timeouts
 
+FakeModule = functools.partial(module_fakes.FakeModule, IPVS_TIMEOUTS_SPEC)
+Exited = module_fakes.Exited
 
-class FakeSession:
+
+class FakeSession(module_fakes.FakeSession):
     """_ipvs.Session holding timeouts; set_timeouts() changes them as the kernel does (0 leaves one as it is)."""
 
     def __init__(self, timeouts=None, error=None):
         self.loaded = timeouts is not None
         self.held, self.error, self.opened, self.set = dict(timeouts or KERNEL_TIMEOUTS), error, 0, []
-
-    def __call__(self, module):
-        self.opened += 1
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     def timeouts(self):
         return dict(self.held)
@@ -37,23 +32,6 @@ class FakeSession:
         if self.error:
             raise self.error
         self.held.update((k, v) for k, v in dict(tcp=tcp, tcp_fin=tcp_fin, udp=udp).items() if v)
-
-
-class FakeModule:
-    def __init__(self, args, check_mode=False, diff=True):
-        validated = ArgumentSpecValidator(IPVS_TIMEOUTS_SPEC).validate(args)
-        assert not validated.error_messages, validated.error_messages
-        self.params, self.check_mode, self._diff = validated.validated_parameters, check_mode, diff
-
-    def exit_json(self, **result):
-        raise Exited(result)
-
-    def fail_json(self, **result):
-        raise Exited(dict(result, failed=True))
-
-
-class Exited(Exception):
-    pass
 
 
 def test_where_ip_vs_is_not_loaded_the_kernels_defaults_are_the_before_and_check_mode_sets_nothing(monkeypatch):

@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Stand-ins for unit tests of a module's run() and main(): the AnsibleModule a module builds and the kernel Session
+it opens. tests/ is on sys.path (pytest.ini): `import module_fakes`."""
+from __future__ import annotations
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+
+class Exited(Exception):
+    """exit_json or fail_json ended the run; args[0] is the result (failed=True from fail_json)."""
+
+
+class FakeModule:
+    """What run() and run_module use of an AnsibleModule: params validated by the module's own argument spec (the
+    test fails on arguments the module would refuse), check_mode, _diff; exit_json and fail_json raise Exited."""
+
+    def __init__(self, spec, args, check_mode=False, diff=True, **relations):
+        validated = ArgumentSpecValidator(spec, **relations).validate(args)
+        assert not validated.error_messages, validated.error_messages
+        self.params, self.check_mode, self._diff = validated.validated_parameters, check_mode, diff
+
+    def exit_json(self, **result):
+        raise Exited(result)
+
+    def fail_json(self, **result):
+        raise Exited(dict(result, failed=True))
+
+
+class FakeSession:
+    """The context-manager face of _ipvs.Session. Patched in place of the class, the instance is what the module
+    gets when it calls _ipvs.Session(module); opened counts those calls. Subclasses hold the kernel."""
+
+    opened = 0
+
+    def __call__(self, module):
+        self.opened += 1
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
