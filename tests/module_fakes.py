@@ -3,7 +3,18 @@
 it opens. tests/ is on sys.path (pytest.ini): `import module_fakes`."""
 from __future__ import annotations
 
+import copy
+
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
+    CMD_DEL_DEST,
+    CMD_DEL_SERVICE,
+    CMD_NEW_SERVICE,
+    SERVICE_FIELDS,
+    dest_id,
+    service_id,
+)
 
 
 class Exited(Exception):
@@ -41,3 +52,30 @@ class FakeSession:
 
     def __exit__(self, *exc):
         return False
+
+
+class TableSession(FakeSession):
+    """_ipvs.Session over an in-memory table (services with their real servers) that apply() changes as the kernel
+    would; applied records each apply(ops, before, schedulers); error, when set, is raised by apply() after recording."""
+
+    def __init__(self, table, loaded=True, error=None):
+        self.held, self.loaded, self.error, self.applied = table, loaded, error, []
+
+    def service(self, key):
+        return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
+
+    def apply(self, ops, before=(), schedulers=()):
+        self.applied.append((ops, list(before), list(schedulers)))
+        if self.error:
+            raise self.error
+        for cmd, svc, dest in ops:
+            cur = next((s for s in self.held if service_id(s) == service_id(svc)), None)
+            if cmd == CMD_NEW_SERVICE:
+                self.held.append(dict(svc, real_servers=[]))
+            elif cmd == CMD_DEL_SERVICE:
+                self.held.remove(cur)
+            elif dest is None:
+                cur.update((k, svc[k]) for k in SERVICE_FIELDS)
+            else:
+                others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
+                cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])

@@ -3,7 +3,6 @@
 the real server before and after, apply gets the planned operation, a missing service is named."""
 from __future__ import annotations
 
-import copy
 import functools
 
 import module_fakes
@@ -11,7 +10,7 @@ import pytest
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_REAL_SERVER_SPEC
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import CMD_DEL_DEST, CMD_SET_DEST, dest_id, service_id
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import CMD_SET_DEST
 from ansible_collections.lvs.nat.plugins.modules import ipvs_real_server
 
 FakeModule = functools.partial(module_fakes.FakeModule, IPVS_REAL_SERVER_SPEC)
@@ -30,23 +29,7 @@ def held():
                 persistence_timeout=0, persistence_prefix=32, one_packet=False, real_servers=[rs("198.51.100.101", weight=2)])
 
 
-class FakeSession(module_fakes.FakeSession):
-    """_ipvs.Session over an in-memory table whose real servers apply() changes as the kernel would."""
-
-    def __init__(self, table, error=None):
-        self.held, self.error, self.applied = table, error, []
-
-    def service(self, key):
-        return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
-
-    def apply(self, ops, before=(), schedulers=()):
-        self.applied.append((ops, list(before), list(schedulers)))
-        if self.error:
-            raise self.error
-        for cmd, svc, dest in ops:
-            cur = next(s for s in self.held if service_id(s) == service_id(svc))
-            others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
-            cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
+FakeSession = module_fakes.TableSession
 
 
 @pytest.fixture

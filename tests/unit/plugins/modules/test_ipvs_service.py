@@ -3,7 +3,6 @@
 service before and after, apply gets the planned operations, and a kernel failure's account reaches the result."""
 from __future__ import annotations
 
-import copy
 import functools
 
 import module_fakes
@@ -11,14 +10,6 @@ import pytest
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_SERVICE_SPEC, SERVICE_KEY_RELATIONS
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
-    CMD_DEL_DEST,
-    CMD_DEL_SERVICE,
-    CMD_NEW_SERVICE,
-    SERVICE_FIELDS,
-    dest_id,
-    service_id,
-)
 from ansible_collections.lvs.nat.plugins.modules import ipvs_service
 
 FakeModule = functools.partial(module_fakes.FakeModule, IPVS_SERVICE_SPEC, **SERVICE_KEY_RELATIONS)
@@ -38,30 +29,7 @@ def held(**kw):
     return svc
 
 
-class FakeSession(module_fakes.FakeSession):
-    """_ipvs.Session over an in-memory table that apply() changes as the kernel would."""
-
-    def __init__(self, table, loaded=True, error=None):
-        self.held, self.loaded, self.error, self.applied = table, loaded, error, []
-
-    def service(self, key):
-        return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
-
-    def apply(self, ops, before=(), schedulers=()):
-        self.applied.append((ops, list(before), list(schedulers)))
-        if self.error:
-            raise self.error
-        for cmd, svc, dest in ops:
-            cur = next((s for s in self.held if service_id(s) == service_id(svc)), None)
-            if cmd == CMD_NEW_SERVICE:
-                self.held.append(dict(svc, real_servers=[]))
-            elif cmd == CMD_DEL_SERVICE:
-                self.held.remove(cur)
-            elif dest is None:
-                cur.update((k, svc[k]) for k in SERVICE_FIELDS)
-            else:
-                others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
-                cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
+FakeSession = module_fakes.TableSession
 
 
 @pytest.fixture
