@@ -213,11 +213,10 @@ def owned_services(table, addresses, marks):
 
 
 def precheck_dest(entry, key, where="real server"):
-    """A real server's address and options on their own (desired_dest checks them again with the relations)."""
+    """A real server's address and options on their own, checked and converted: (address, options given)."""
     if not isinstance(entry, dict):
         raise InvalidInput("%s=%s is not a dict with address, port, ..." % (where, _show(entry)))
-    _dest_address(entry, key, where)
-    _dest_options(entry, where)
+    return _dest_address(entry, key, where), _dest_options(entry, where)
 
 
 def desired_service(params, current):
@@ -293,9 +292,7 @@ def _dest_address(entry, svc, where):
 
 def desired_dest(entry, svc, have, where="real server"):
     """A real server as asked; unset options keep the kernel's values (have: id -> dest) or defaults."""
-    precheck_dest(entry, svc, where)
-    address = _dest_address(entry, svc, where)
-    given = _dest_options(entry, where)
+    address, given = precheck_dest(entry, svc, where)
     port = given["port"]
     if port is None:
         port = svc["port"] if not svc["fwmark"] else 0  # fwmark: 0 keeps each packet's port
