@@ -7,6 +7,7 @@ import copy
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -42,9 +43,12 @@ class FakeSession:
     gets when it calls _ipvs.Session(module); opened counts those calls. Subclasses hold the kernel."""
 
     opened = 0
+    # The real Session's reconcile over the fake's timeouts() and set_timeouts().
+    reconcile_timeouts = _ipvs.Session.reconcile_timeouts
 
     def __call__(self, module):
         self.opened += 1
+        self._module = module
         return self
 
     def __enter__(self):
@@ -61,7 +65,10 @@ class TableSession(FakeSession):
     def __init__(self, table, loaded=True, error=None):
         self.held, self.loaded, self.error, self.applied = table, loaded, error, []
 
-    def service(self, key):
+    def table(self, counters=True):
+        return copy.deepcopy(self.held) if self.loaded else []
+
+    def service(self, key, counters=True):
         return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
 
     def apply(self, ops, before=(), schedulers=()):

@@ -8,9 +8,10 @@ pyroute2 opens the generic netlink socket and resolves the IPVS family. The IPVS
 messages themselves are packed and parsed here with struct: pyroute2's IPVSService and
 IPVSDest return library defaults instead of kernel values (forwarding method, flags,
 netmask, timeout), map "update" to delete and cannot encode an IPv6 netmask, and its
-per-message request machinery costs about 2 ms per message on a TCG guest. Every request
-carries NLM_F_ACK and is matched to its ack by sequence number, so a refusal names the
-exact operation. Nothing here does I/O on import.
+per-message request machinery costs about 2 ms per message on a TCG guest. A batch of
+changes asks for one ack, on its last request: the kernel answers a refused request with
+its error whatever the flags, matched by sequence number, so a refusal names the exact
+operation. Nothing here does I/O on import.
 
 The modules use Session only (the one door to the kernel); IPVS is its socket. The only
 module of the collection that imports pyroute2; the IPVS vocabulary is in _ipvs_names.
@@ -43,6 +44,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     SCHED_FLAGS,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    TIMEOUT_NAMES,
     describe_failure,
     describe_op,
     describe_service,
@@ -227,6 +229,43 @@ def _dest_reply(message):
     return decode_dest(parse_attrs(message[CMD_ATTR_DEST]))
 
 
+def decode_dest_config(body):
+    """A real server's settings, without counters, straight from a reply's body (genetlink header, then
+    IPVS_CMD_ATTR_DEST): one pass over its attributes, the statistics skipped. What a reconcile reads."""
+    size, kind = _NLA.unpack_from(body, 4)
+    if kind & 0x3FFF != CMD_ATTR_DEST:
+        raise KeyError(CMD_ATTR_DEST)
+    start, end = 8, 4 + size
+    raw_addr, port, af, fwd, weight, upper, lower = None, None, socket.AF_INET, None, 0, 0, 0
+    while start + 4 <= end:
+        n, kind = _NLA.unpack_from(body, start)
+        if n < 4:
+            break
+        kind &= 0x3FFF
+        if kind == DEST_ADDR:
+            raw_addr = body[start + 4:start + 20]
+        elif kind == DEST_PORT:
+            port = _BE16.unpack_from(body, start + 4)[0]
+        elif kind == DEST_AF:
+            af = _U16.unpack_from(body, start + 4)[0]
+        elif kind == DEST_FWD:
+            fwd = _U32.unpack_from(body, start + 4)[0] & 0x7
+        elif kind == DEST_WEIGHT:
+            weight = _U32.unpack_from(body, start + 4)[0]
+        elif kind == DEST_U_THRESH:
+            upper = _U32.unpack_from(body, start + 4)[0]
+        elif kind == DEST_L_THRESH:
+            lower = _U32.unpack_from(body, start + 4)[0]
+        start += (n + 3) & ~3
+    if raw_addr is None or port is None or fwd is None:
+        raise KeyError("address, port or forwarding")
+    return {"address": unpack_addr(raw_addr, af), "port": port, "forwarding": _FORWARDING_NAMES[fwd],
+            "weight": weight, "upper_threshold": upper, "lower_threshold": lower}
+
+
+_FORWARDING_NAMES = dict((v, n) for n, v in FORWARDING.items())
+
+
 def decode_dest(a):
     af = _U16.unpack(a[DEST_AF])[0] if DEST_AF in a else socket.AF_INET
     fwd = _U32.unpack(a[DEST_FWD])[0] & 0x7
@@ -286,15 +325,16 @@ class Session(object):
             self._ipvs = None
 
     # -- reads
-    def table(self):
-        """Every service with its real servers, as the kernel holds them; [] where ip_vs is not loaded."""
-        return self._ipvs.table() if self._ipvs else []
+    def table(self, counters=True):
+        """Every service with its real servers, as the kernel holds them; [] where ip_vs is not loaded. Without
+        counters, the real servers' settings only (what a reconcile compares), read faster."""
+        return self._ipvs.table(counters) if self._ipvs else []
 
-    def service(self, key):
+    def service(self, key, counters=True):
         """The service with key's identity, with its real servers, or None."""
         svc = self._ipvs.service(key) if self._ipvs else None
         if svc is not None:
-            svc["real_servers"] = self._ipvs.dests(svc)
+            svc["real_servers"] = self._ipvs.dests(svc, counters)
         return svc
 
     def timeouts(self):
@@ -322,6 +362,18 @@ class Session(object):
         """ipvsadm --set, ip_vs loaded first; 0 leaves a timeout as it is."""
         if not self._module.check_mode:
             self._writer(["ip_vs"]).set_timeouts(tcp, tcp_fin, udp)
+
+    def reconcile_timeouts(self, wanted):
+        """The one reconcile of the global timeouts (ipvs_timeouts, ipvs_table's timeouts): wanted (name -> seconds,
+        _ipvs_plan.desired_timeouts) set where the kernel differs, unless check mode. (before, after); after as the
+        kernel then holds them (in check mode, as it would)."""
+        # Where ip_vs is not loaded yet, before is what loading it brings.
+        before = self.timeouts()
+        after = dict(before, **wanted)
+        if after != before and not self._module.check_mode:
+            self.set_timeouts(*[wanted.get(n, 0) for n in TIMEOUT_NAMES])  # 0 leaves a timeout as it is
+            after = self.timeouts()
+        return before, after
 
 
 # ---------------------------------------------------------------- the socket
@@ -380,15 +432,15 @@ class IPVS(object):
                 yield seq, kind, flags, data[off + 16:off + n]
                 off += max((n + 3) & ~3, 16)
 
-    def _request(self, what, cmd, payload=b"", dump=False):
-        """One request; the parsed attribute dicts of its replies (several for a dump).
+    def _request(self, what, cmd, payload=b"", dump=False, raw=False):
+        """One request; the parsed attribute dicts of its replies (several for a dump), or their bodies with raw.
 
         Every failure, a refusal, a socket error or no answer, is an IPVSError "Failed to <what>: ...".
         """
         seq, frame = self._frame(cmd, payload, NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK))
         try:
             self._sock.send(frame)
-            return self._answer(seq, dump)
+            return self._answer(seq, dump, raw)
         except _NoAnswer:
             raise IPVSError("Failed to %s: no answer from the kernel within %d s" % (what, self.TIMEOUT), errno.ETIMEDOUT) from None
         except _Refused as e:
@@ -396,7 +448,7 @@ class IPVS(object):
         except OSError as e:
             raise IPVSError("Failed to %s: %s (errno %s)" % (what, e.strerror or e, e.errno), e.errno) from e
 
-    def _answer(self, seq, dump):
+    def _answer(self, seq, dump, raw):
         out = []
         for rseq, kind, _flags, body in self._replies():
             if rseq != seq:
@@ -407,13 +459,14 @@ class IPVS(object):
                 raise _Refused(code)
             if kind in (NLMSG_ERROR, NLMSG_DONE):
                 return out
-            out.append(parse_attrs(body, 4))
+            out.append(body if raw else parse_attrs(body, 4))
             if not dump:
                 return out
 
-    def _read(self, what, cmd, payload=b"", dump=False, decode=lambda a: a):
-        """A read request, its replies decoded; a reply the decoder cannot read is an IPVSError too."""
-        replies = self._request(what, cmd, payload, dump)
+    def _read(self, what, cmd, payload=b"", dump=False, decode=lambda a: a, raw=False):
+        """A read request, its replies decoded (their attribute dicts, or their bodies with raw); a reply the decoder
+        cannot read is an IPVSError too."""
+        replies = self._request(what, cmd, payload, dump, raw)
         try:
             return [decode(m) for m in replies]
         except (KeyError, IndexError, ValueError, struct.error) as e:
@@ -434,15 +487,20 @@ class IPVS(object):
             raise
         return replies[0] if replies else None
 
-    def dests(self, svc):
+    def dests(self, svc, counters=True):
+        """svc's real servers; without counters, their settings only (decode_dest_config)."""
+        if not counters:
+            return self._read("read the real servers of %s" % describe_service(svc), CMD_GET_DEST,
+                              encode_service(svc, key_only=True), dump=True, decode=decode_dest_config, raw=True)
         return self._read("read the real servers of %s" % describe_service(svc), CMD_GET_DEST,
                           encode_service(svc, key_only=True), dump=True, decode=_dest_reply)
 
-    def table(self):
-        """Every service with its real servers, as the kernel holds them."""
+    def table(self, counters=True):
+        """Every service with its real servers, as the kernel holds them; without counters, the real servers'
+        settings only (a dump can hold no more than one service's real servers: one dump each)."""
         out = []
         for svc in self.services():
-            svc["real_servers"] = self.dests(svc)
+            svc["real_servers"] = self.dests(svc, counters)
             out.append(svc)
         return out
 
@@ -473,8 +531,9 @@ class IPVS(object):
         codes = [None] * len(ops)
         for start in range(0, len(ops), self.BATCH):
             frames, pending = [], {}
-            for i in range(start, min(start + self.BATCH, len(ops))):
-                seq, frame = self._op_frame(ops[i])
+            stop = min(start + self.BATCH, len(ops))
+            for i in range(start, stop):
+                seq, frame = self._op_frame(ops[i], ack=i == stop - 1)
                 frames.append(frame)
                 pending[seq] = i
             try:
@@ -487,21 +546,30 @@ class IPVS(object):
                 break
         return list(zip(ops, codes))
 
-    def _op_frame(self, op):
+    def _op_frame(self, op, ack):
         cmd, svc, dest = op
         payload = encode_service(svc, key_only=dest is not None or cmd == CMD_DEL_SERVICE)
         if dest is not None:
             payload += encode_dest(dest, key_only=cmd == CMD_DEL_DEST)
-        flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if cmd in (CMD_NEW_SERVICE, CMD_NEW_DEST) else 0)
+        flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0) | (
+            NLM_F_CREATE | NLM_F_EXCL if cmd in (CMD_NEW_SERVICE, CMD_NEW_DEST) else 0)
         return self._frame(cmd, payload, flags)
 
     def _acks(self, pending, codes):
-        """Read the acks of pending (seq -> index) into codes; False when some never came (self.silence says why)."""
+        """Read the answers of a batch (pending: seq -> index, in the order sent) into codes; False when the batch's
+        last ack never came (self.silence says why).
+
+        Only the last request asks for an ack; the kernel handles the requests in order and answers each refused one
+        with its error, so once the last one is answered, a request without an error was applied.
+        """
+        last = max(pending)
         try:
             for seq, kind, _flags, body in self._replies():
                 if kind == NLMSG_ERROR and seq in pending:
                     codes[pending.pop(seq)] = -struct.unpack_from("=i", body)[0]
-                    if not pending:
+                    if seq == last:
+                        for i in pending.values():
+                            codes[i] = 0
                         return True
         except _NoAnswer:
             self.silence = "no answer from the kernel within %d s" % self.TIMEOUT

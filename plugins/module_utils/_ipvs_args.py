@@ -53,9 +53,11 @@ IPVS_SERVICE_SPEC = dict(
 )
 # lvs.nat.ipvs_table (with IPVS_TABLE_RELATIONS): each service entry takes SERVICE_KEY_RELATIONS.
 IPVS_TABLE_SPEC = dict(
+    # real_servers: dicts or compact text, checked by _ipvs_plan.parse_dest in one pass (AnsibleModule's sub-option
+    # validation of 10,000 dicts took longer than reading and comparing the kernel's table).
     services=dict(type="list", elements="dict", required=True, options=dict(
         SERVICE_SPEC,
-        real_servers=dict(type="list", elements="dict", options=REAL_SERVER_SPEC),
+        real_servers=dict(type="list", elements="raw"),
     ), **SERVICE_KEY_RELATIONS),
     purge_real_servers=dict(type="bool", default=False),
     purge_services=dict(type="bool", default=False),
@@ -63,6 +65,8 @@ IPVS_TABLE_SPEC = dict(
         addresses=dict(type="list", elements="str", default=[]),
         path=dict(type="path", default="/etc/lvs-nat/ipvs-owned-fwmarks"),
     )),
+    compact=dict(type="bool", default=False),
+    timeouts=dict(type="dict", options=dict((n, dict(type="int")) for n in TIMEOUT_NAMES)),
 )
 IPVS_TABLE_RELATIONS = dict(mutually_exclusive=[("purge_services", "owned")])
 # lvs.nat.ipvs_real_server.

@@ -173,28 +173,40 @@ def _service_options(params, max_prefix):
 
 def precheck_service(params, where=""):
     """The checks of desired_service and desired_dests that need no kernel: the key, each option and each real
-    server's address and options on their own; the relations between fields wait for the kernel's values. The
-    modules call it before opening the Session, so bad input costs no kernel access. Returns the service key."""
+    server on its own; the relations between fields wait for the kernel's values. The modules call it before opening
+    the Session, so bad input costs no kernel access. Returns the service key."""
     key = service_key(params, where)
     _service_options(params, 128 if key["family"] == "ipv6" else 32)
-    entries = params.get("real_servers")
-    if entries is not None:
-        if not isinstance(entries, (list, tuple)):
-            raise InvalidInput("real_servers=%s is not a list" % _show(entries))
-        for i, entry in enumerate(entries):
-            precheck_dest(entry, key, "real_servers[%d]" % i)
+    parse_dests(params.get("real_servers"), key)
     return key
 
 
+class TableEntry(object):
+    """One of ipvs_table's services as precheck_table checked it: its key and kernel identity, the options given
+    (None where left out) and its real servers as parse_dest tuples (None: not listed, left alone)."""
+
+    __slots__ = ("key", "sid", "given", "dests")
+
+    def __init__(self, key, given, dests):
+        self.key, self.sid, self.given, self.dests = key, service_id(key), given, dests
+
+
 def precheck_table(entries):
-    """precheck_service for each of ipvs_table's services, the error naming services[i]; their keys."""
-    keys = []
+    """Every service of ipvs_table checked on its own before the kernel is read, in one pass: key, options, real
+    servers (each listed once), each service listed once. A TableEntry each; an error names services[i]."""
+    out, listed = [], {}
     for i, entry in enumerate(entries):
         try:
-            keys.append(precheck_service(entry))
+            key = service_key(entry)
+            given = _service_options(entry, 128 if key["family"] == "ipv6" else 32)
+            sid = service_id(key)
+            if sid in listed:
+                raise InvalidInput("%s is listed twice (also services[%d])" % (describe_service(key), listed[sid]))
+            listed[sid] = i
+            out.append(TableEntry(key, given, parse_dests(entry.get("real_servers"), key)))
         except InvalidInput as e:
             raise InvalidInput("services[%d]: %s" % (i, e)) from None
-    return keys
+    return out
 
 
 def owned_addresses(addresses, option):
@@ -212,21 +224,15 @@ def owned_services(table, addresses, marks):
             if (svc["fwmark"] in marks if svc["fwmark"] else _parse_ip(svc["address"]) in addresses)]
 
 
-def precheck_dest(entry, key, where="real server"):
-    """A real server's address and options on their own, checked and converted: (address, options given)."""
-    if not isinstance(entry, dict):
-        raise InvalidInput("%s=%s is not a dict with address, port, ..." % (where, _show(entry)))
-    return _dest_address(entry, key, where), _dest_options(entry, where)
-
-
-def desired_service(params, current):
+def desired_service(params, current, key=None, given=None):
     """The service the user asked for: set options win, the rest keeps current or defaults.
 
-    Needs no kernel: current=None checks the options as for a service to be created.
+    Needs no kernel: current=None checks the options as for a service to be created. key and given: what
+    service_key and _service_options made of params already (precheck_table), so nothing is checked twice.
     """
-    svc = service_key(params)
+    svc = dict(key) if key is not None else service_key(params)
     max_prefix = 128 if svc["family"] == "ipv6" else 32
-    given = _service_options(params, max_prefix)
+    given = given if given is not None else _service_options(params, max_prefix)
     base = dict(SERVICE_DEFAULTS, persistence_prefix=max_prefix)
     if current:
         base.update((k, current[k]) for k in SERVICE_FIELDS)
@@ -262,6 +268,36 @@ def _check_service(svc, given):
                            "only when it is persistent")
 
 
+# A real server as the planner handles it: (address, port, forwarding, weight, upper_threshold, lower_threshold),
+# the address canonical, the port resolved, every other option None where the user left it out.
+DEST_OPTIONS = ("address", "port") + DEST_FIELDS
+_DEST_DEFAULT_FIELDS = tuple(DEST_DEFAULTS[k] for k in DEST_FIELDS)
+# The compact form: ADDRESS, ADDRESS:PORT or ADDRESS:PORT:WEIGHT, an IPv6 address in brackets (full match, ASCII).
+_COMPACT_DEST = re.compile(r"(?:\[([0-9A-Fa-f:.]{2,45})\]|([0-9.]{1,15}))(?::([0-9]{1,5})(?::([0-9]{1,5}))?)?", re.ASCII)
+
+
+def _real_server_address(value, where):
+    """(canonical text, family) of a real server's address, or InvalidInput naming `where address`."""
+    ip = _ip("%s address" % where, value)
+    why = _unusable(ip)
+    if why:
+        raise InvalidInput("%s address=%s cannot be a real server address: it is %s" % (where, ip, why))
+    return str(ip), "ipv6" if ip.version == 6 else "ipv4"
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_address(value):
+    # A table names the same few real servers again and again: each good address is checked once per run.
+    return _real_server_address(value, "")
+
+
+def _address(value, where):
+    try:
+        return _known_address(value)
+    except (InvalidInput, TypeError):  # checked again to name where it is (TypeError: not hashable, not text)
+        return _real_server_address(value, where)
+
+
 def _dest_options(entry, where):
     """A real server's settings the user set, checked and converted; None for those left out."""
     given = dict(
@@ -278,54 +314,114 @@ def _dest_options(entry, where):
     return given
 
 
-def _dest_address(entry, svc, where):
-    ip = _ip("%s address" % where, entry.get("address"))
-    why = _unusable(ip)
-    if why:
-        raise InvalidInput("%s address=%s cannot be a real server address: it is %s" % (where, ip, why))
-    family = "ipv6" if ip.version == 6 else "ipv4"
-    if family != svc["family"]:
+def _compact_dest(text, where):
+    match = _COMPACT_DEST.fullmatch(text)
+    if not match:
+        raise InvalidInput("%s=%s is neither ADDRESS, ADDRESS:PORT nor ADDRESS:PORT:WEIGHT (an IPv6 address in "
+                           "brackets)" % (where, _show(text)))
+    v6, v4, port, weight = match.groups()
+    address, family = _address(v6 or v4, where)
+    if v6 is not None and family != "ipv6":
+        raise InvalidInput("%s=%s: only an IPv6 address goes in brackets" % (where, _show(text)))
+    port = None if port is None else int(port)
+    weight = None if weight is None else int(weight)
+    _int_range("%s port" % where, port, 0, MAX_U16)
+    _int_range("%s weight" % where, weight, 0, MAX_U16)
+    return address, family, port, None, weight, None, None
+
+
+def _dict_dest(entry, where):
+    unknown = [k for k in entry if k not in DEST_OPTIONS]
+    if unknown:
+        raise InvalidInput("%s: %s is not an option of a real server (it takes %s)" % (
+            where, ", ".join(sorted(_show(k) for k in unknown)), ", ".join(DEST_OPTIONS)))
+    address, family = _address(entry.get("address"), where)
+    given = _dest_options(entry, where)
+    return (address, family, given["port"], given["forwarding"], given["weight"], given["upper_threshold"],
+            given["lower_threshold"])
+
+
+def parse_dest(entry, key, where="real server"):
+    """A real server on its own, checked against its service's key: a dict (address and the options of
+    DEST_OPTIONS) or the compact text ADDRESS[:PORT[:WEIGHT]]. The planner's tuple: (address, port, forwarding,
+    weight, upper_threshold, lower_threshold), options left out None, the port the service's when left out (0 for a
+    fwmark service: each packet keeps its port)."""
+    if isinstance(entry, str):
+        address, family, port, forwarding, weight, upper, lower = _compact_dest(entry, where)
+    elif isinstance(entry, dict):
+        address, family, port, forwarding, weight, upper, lower = _dict_dest(entry, where)
+    else:
+        raise InvalidInput("%s=%s is neither a dict with address, port, ... nor ADDRESS:PORT:WEIGHT text" % (
+            where, _show(entry)))
+    if family != key["family"]:
         raise InvalidInput("%s address=%s is %s but the service %s is %s" % (
-            where, ip, family, describe_service(svc), svc["family"]))
-    return str(ip)
+            where, address, family, describe_service(key), key["family"]))
+    if port is None:
+        port = key["port"] if not key["fwmark"] else 0
+    return address, port, forwarding, weight, upper, lower
+
+
+def parse_dests(entries, key):
+    """parse_dest for each of a service's real servers (errors name real_servers[j]), each listed once; None for
+    None (real servers left alone)."""
+    if entries is None:
+        return None
+    if not isinstance(entries, (list, tuple)):
+        raise InvalidInput("real_servers=%s is not a list" % _show(entries))
+    out, seen = [], set()
+    for j, entry in enumerate(entries):
+        dest = parse_dest(entry, key, "real_servers[%d]" % j)
+        if dest[:2] in seen:
+            raise InvalidInput("real_servers[%d]: %s is listed twice" % (j, describe_dest(dict(address=dest[0],
+                                                                                              port=dest[1]))))
+        seen.add(dest[:2])
+        out.append(dest)
+    return out
+
+
+def _dest_fields(parsed, current, svc, where):
+    """The fields (forwarding, weight, upper_threshold, lower_threshold) of a parsed real server: those left out
+    keep current's (the kernel's entry, or None) or the defaults; checked against each other and the service."""
+    base = _DEST_DEFAULT_FIELDS if current is None else (
+        current["forwarding"], current["weight"], current["upper_threshold"], current["lower_threshold"])
+    fields = tuple(b if g is None else g for g, b in zip(parsed[2:], base))
+    forwarding, _weight, upper, lower = fields
+    if lower > upper or (forwarding != "masq" and not svc["fwmark"] and parsed[1] not in (svc["port"], 0)):
+        _refuse_dest(parsed, fields, svc, where)
+    return fields, base
+
+
+def _refuse_dest(parsed, fields, svc, where):
+    forwarding, _weight, upper, lower = fields
+    dest = describe_dest(dict(address=parsed[0], port=parsed[1]))
+    if lower > upper:
+        raise InvalidInput("%s %s: lower_threshold=%s exceeds upper_threshold=%s (the kernel refuses it; with no "
+                           "upper threshold, 0, there can be no lower one)" % (where, dest, lower, upper))
+    raise InvalidInput("%s %s: port mapping (service port %s to %s) needs forwarding=masq; %s forwarding "
+                       "keeps the service port" % (where, dest, svc["port"], parsed[1], forwarding))
+
+
+def _dest_dict(parsed, fields):
+    return dict(zip(DEST_OPTIONS, parsed[:2] + fields))
+
+
+def complete_dest(parsed, current, svc, where="real server"):
+    """The full real server (a dict) a parse_dest tuple asks for: options left out keep current's (the kernel's
+    entry, or None) or the defaults."""
+    return _dest_dict(parsed, _dest_fields(parsed, current, svc, where)[0])
 
 
 def desired_dest(entry, svc, have, where="real server"):
     """A real server as asked; unset options keep the kernel's values (have: id -> dest) or defaults."""
-    address, given = precheck_dest(entry, svc, where)
-    port = given["port"]
-    if port is None:
-        port = svc["port"] if not svc["fwmark"] else 0  # fwmark: 0 keeps each packet's port
-    dest = dict(address=address, port=port)
-    base = dict(DEST_DEFAULTS)
-    current = have.get(dest_id(dest))
-    if current:
-        base.update((k, current[k]) for k in DEST_FIELDS)
-    for k in DEST_FIELDS:
-        dest[k] = given[k] if given[k] is not None else base[k]
-    if dest["lower_threshold"] > dest["upper_threshold"]:
-        raise InvalidInput("%s %s: lower_threshold=%s exceeds upper_threshold=%s (the kernel refuses it; with no "
-                           "upper threshold, 0, there can be no lower one)" % (
-                               where, describe_dest(dest), dest["lower_threshold"], dest["upper_threshold"]))
-    if dest["forwarding"] != "masq" and not svc["fwmark"] and port not in (svc["port"], 0):
-        raise InvalidInput("%s %s: port mapping (service port %s to %s) needs forwarding=masq; %s forwarding "
-                           "keeps the service port" % (where, describe_dest(dest), svc["port"], port, dest["forwarding"]))
-    return dest
+    parsed = parse_dest(entry, svc, where)
+    return complete_dest(parsed, have.get(parsed[:2]), svc, where)
 
 
 def desired_dests(entries, svc, current_dests):
     """The listed real servers, normalised; a server listed twice is an error. Needs no kernel: current_dests=None."""
-    if not isinstance(entries, (list, tuple)):
-        raise InvalidInput("real_servers=%s is not a list" % _show(entries))
     have = dict((dest_id(d), d) for d in current_dests or [])
-    out, seen = [], set()
-    for i, entry in enumerate(entries):
-        dest = desired_dest(entry, svc, have, where="real_servers[%d]" % i)
-        if dest_id(dest) in seen:
-            raise InvalidInput("real_servers[%d]: %s is listed twice" % (i, describe_dest(dest)))
-        seen.add(dest_id(dest))
-        out.append(dest)
-    return out
+    return [complete_dest(parsed, have.get(parsed[:2]), svc, "real_servers[%d]" % j)
+            for j, parsed in enumerate(parse_dests(entries, svc))]
 
 
 def config_view(svc):
@@ -334,8 +430,7 @@ def config_view(svc):
         return {}
     out = dict((k, svc[k]) for k in ("family", "protocol", "address", "port", "fwmark") + SERVICE_FIELDS)
     if "real_servers" in svc:
-        out["real_servers"] = [dict((k, d[k]) for k in ("address", "port") + DEST_FIELDS)
-                               for d in sorted(svc["real_servers"], key=dest_order)]
+        out["real_servers"] = [dict((k, d[k]) for k in DEST_OPTIONS) for d in sorted(svc["real_servers"], key=dest_order)]
     return out
 
 
@@ -386,33 +481,66 @@ def _plan_dests(svc, have, dests_wanted, purge, after_dests):
     return ops
 
 
-def plan_table(current, entries, purge_services, purge_real_servers, owned=None):
+def _plan_parsed_dests(svc, current, parsed, purge):
+    """Operations on svc's real servers from parse_dest tuples, compared as tuples: a dict is made only for an
+    operation. current: the kernel's real servers of the service."""
+    have = dict((dest_id(d), d) for d in current)
+    ops = []
+    if purge:
+        wanted = set(p[:2] for p in parsed)
+        ops += [(CMD_DEL_DEST, svc, have[did]) for did in sorted(set(have) - wanted)]
+    for j, dest in enumerate(parsed):
+        old = have.get(dest[:2])
+        fields, base = _dest_fields(dest, old, svc, "real_servers[%d]" % j)
+        if old is None:
+            ops.append((CMD_NEW_DEST, svc, _dest_dict(dest, fields)))
+        elif fields != base:
+            ops.append((CMD_SET_DEST, svc, _dest_dict(dest, fields)))
+    return ops
+
+
+def _predicted(current, desired, ops):
+    """The service as the kernel will hold it once ops (its own operations) are applied."""
+    dests = dict((dest_id(d), d) for d in (current or {}).get("real_servers", []))
+    for cmd, _svc, dest in ops:
+        if dest is None:
+            continue
+        if cmd == CMD_DEL_DEST:
+            dests.pop(dest_id(dest), None)
+        else:
+            dests[dest_id(dest)] = dict(dests.get(dest_id(dest)) or {}, **dest)
+    return dict(desired, real_servers=sorted(dests.values(), key=dest_order))
+
+
+def plan_table(current, entries, purge_services, purge_real_servers, owned=None, parsed=None):
     """Kernel operations turning the kernel's table into the listed services, each as ipvs_service with
     state=present would; services not listed are removed first: all of them with purge_services, those the owner
     holds with owned=(addresses, marks) (see owned_services; the marks listed now count as the owner's too).
 
-    current: the kernel's services with their real servers. Returns (ops, after, removed), after in the order of
-    entries (predicted, as plan_service predicts).
+    current: the kernel's services with their real servers; parsed: precheck_table(entries), made here when None.
+    Returns (ops, after, removed): after holds the services the operations touch, predicted, in the order of entries.
     """
+    parsed = precheck_table(entries) if parsed is None else parsed
     held = dict((service_id(svc), svc) for svc in current)
-    ops, after, listed = [], [], {}
-    for i, entry in enumerate(entries):
+    ops, after = [], []
+    for i, (entry, checked) in enumerate(zip(entries, parsed)):
+        cur = held.get(checked.sid)
         try:
-            key = service_key(entry)
-            sid = service_id(key)
-            if sid in listed:
-                raise InvalidInput("%s is listed twice (also services[%d])" % (describe_service(key), listed[sid]))
-            listed[sid] = i
-            cur = held.get(sid)
-            desired = desired_service(entry, cur)
-            dests = None
-            if entry.get("real_servers") is not None:
-                dests = desired_dests(entry["real_servers"], desired, cur and cur["real_servers"])
+            desired = desired_service(entry, cur, key=checked.key, given=checked.given)
+            svc_ops = []
+            if cur is None:
+                svc_ops.append((CMD_NEW_SERVICE, desired, None))
+            elif any(cur[k] != desired[k] for k in SERVICE_FIELDS):
+                svc_ops.append((CMD_SET_SERVICE, desired, None))
+            if checked.dests is not None:
+                svc_ops += _plan_parsed_dests(desired, cur["real_servers"] if cur else (), checked.dests,
+                                              purge_real_servers)
         except InvalidInput as e:
             raise InvalidInput("services[%d]: %s" % (i, e)) from None
-        svc_ops, svc_after = plan_service(cur, desired, dests, purge_real_servers)
-        ops += svc_ops
-        after.append(svc_after)
+        if svc_ops:
+            ops += svc_ops
+            after.append(_predicted(cur, desired, svc_ops))
+    listed = set(checked.sid for checked in parsed)
     unlisted = [svc for key, svc in sorted(held.items(), key=lambda kv: str(kv[0])) if key not in listed]
     if purge_services:
         removed = unlisted

@@ -176,7 +176,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_REAL_SERVER_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import DEST_FIELDS, describe_op, describe_service, dest_id
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, desired_dest, plan_dest, precheck_dest, service_key
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
+    DEST_OPTIONS,
+    InvalidInput,
+    complete_dest,
+    parse_dest,
+    plan_dest,
+    service_key,
+)
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
@@ -191,7 +198,8 @@ def build_module():
 def run(module):
     p = module.params
     key = service_key(p["service"], where="service.")
-    precheck_dest(p, key)
+    # Checked on its own before the kernel is read; completed with the kernel's entry below.
+    parsed = parse_dest(dict((k, p[k]) for k in DEST_OPTIONS), key)
     with _ipvs.Session(module) as kernel:
         svc = kernel.service(key)
         if svc is None:
@@ -200,8 +208,8 @@ def run(module):
             raise InvalidInput("service.%s: the service %s does not exist; create it first with lvs.nat.ipvs_service"
                                % ("fwmark" if key["fwmark"] else "address", describe_service(key)))
         have = dict((dest_id(d), d) for d in svc["real_servers"])
-        wanted = desired_dest(p, svc, have)
-        current = have.get(dest_id(wanted))
+        current = have.get(parsed[:2])
+        wanted = complete_dest(parsed, current, svc)
         ops, after = plan_dest(svc, current, wanted if p["state"] == "present" else None)
         if ops and not module.check_mode:
             kernel.apply(ops, before=[svc])

@@ -88,6 +88,29 @@ rules:
   type: list
   elements: str
   sample: ["--set 900 120 300", "-A -t 198.51.100.10:80 -s wrr", "-a -t 198.51.100.10:80 -r 198.51.100.101:8080 -m -w 3 -x 0 -y 0"]
+services:
+  description:
+    - The saved services as the kernel holds them, in the order of the file, each with its settings and real servers
+      (the fields of RV(lvs.nat.ipvs_service#module:service), no counters); empty with O(state=absent).
+    - What the run read anyway, so a play can check the kernel's table without another read (the lvs.nat.director
+      role's verify phase does).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.3.0
+  sample:
+    - family: ipv4
+      protocol: tcp
+      address: 198.51.100.10
+      port: 80
+      fwmark: 0
+      scheduler: wrr
+      scheduler_flags: []
+      persistence_timeout: 0
+      persistence_prefix: 32
+      one_packet: false
+      real_servers:
+        - {address: 198.51.100.101, port: 8080, forwarding: masq, weight: 3, upper_threshold: 0, lower_threshold: 0}
 """
 
 import ipaddress
@@ -99,6 +122,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     InvalidInput,
     _int_range,
+    config_view,
     dest_order,
     owned_addresses,
     owned_services,
@@ -209,11 +233,13 @@ def check(params):
     return selection(params)
 
 
-def saved_lines(module, selected):
-    """The lines to save: the owned services as the kernel holds them, and the timeouts."""
+def saved_state(module, selected):
+    """The owned services as the kernel holds them (in the file's order), and the lines to save: those services
+    and the timeouts."""
     with _ipvs.Session(module) as kernel:
-        table, timeouts = kernel.table(), kernel.timeouts()
-    return render(owned(table, selected), timeouts)
+        table, timeouts = kernel.table(counters=False), kernel.timeouts()
+    services = sorted(owned(table, selected), key=_service_order)
+    return services, render(services, timeouts)
 
 
 def run(module):
@@ -222,12 +248,12 @@ def run(module):
     present = p["state"] == "present"
     # One run at a time reads the kernel and replaces the file: two overlapping runs would save the older table last.
     with _persist.lock("ipvs_save"):
-        lines = saved_lines(module, selected) if present else []
+        services, lines = saved_state(module, selected) if present else ([], [])
         unit = _persist.unit_text("ipvs_save", "lvs.nat IPVS services, thresholds and timeouts",
                                   restore_command(p["path"]), ["systemd-modules-load.service", "local-fs.target"])
         files = _persist.Owned(files=[("path", p["path"], HEADER + "\n".join(lines) + "\n" if present else None, 0o600)],
                                units=[("unit_path", p["unit_path"], unit if present else None)]).install(module)
-    return dict(changed=files["changed"], rules=lines,
+    return dict(changed=files["changed"], rules=lines, services=[config_view(svc) for svc in services],
                 diff=files["diff"])
 
 

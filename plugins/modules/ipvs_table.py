@@ -95,39 +95,21 @@ options:
         type: bool
       real_servers:
         description:
-          - The service's real servers, as O(lvs.nat.ipvs_service#module:real_servers). When omitted, the service's real
-            servers are not touched.
+          - The service's real servers, each a dict or compact text. When omitted, the service's real servers are not
+            touched.
+          - "A dict takes C(address) (required: the real server's IP address, of the service's address family; not the
+            unspecified address, a multicast address, V(255.255.255.255), an IPv6 link-local address or an address with
+            C(%zone)), C(port) (the service's port by default, V(0) for a fwmark service; another port needs
+            masquerading), C(forwarding) (V(masq), V(route) or V(tunnel); V(masq) on creation), C(weight) (0 to 65535;
+            V(1) on creation; V(0) drains the server), C(upper_threshold) and C(lower_threshold) (connection thresholds,
+            the lower at most the upper; V(0) on creation), as in O(lvs.nat.ipvs_service#module:real_servers)."
+          - Compact text C(ADDRESS), C(ADDRESS:PORT) or C(ADDRESS:PORT:WEIGHT), an IPv6 address in brackets
+            (C([2001:db8::101]:80:3)), is the dict with those keys. It is the form for large tables; the module checks
+            it in one pass of its own.
+          - "Options left out keep what the kernel holds, or take the creation defaults. An error names the entry, as in
+            C(services[2]: real_servers[7] weight=70000 is out of range)."
         type: list
-        elements: dict
-        suboptions:
-          address:
-            description:
-              - Real server IP address (RIP), of the service's address family. Not the unspecified address, a multicast
-                address, V(255.255.255.255), an IPv6 link-local address or an address with C(%zone).
-            type: str
-            required: true
-          port:
-            description:
-              - Real server port; the service's port by default (V(0) for a fwmark service). Another port needs
-                masquerading (port mapping).
-            type: int
-          forwarding:
-            description:
-              - Forwarding method; V(masq) (NAT) on creation.
-            type: str
-            choices: [masq, route, tunnel]
-          weight:
-            description:
-              - Weight 0 to 65535; V(1) on creation. V(0) drains the server.
-            type: int
-          upper_threshold:
-            description:
-              - Upper connection threshold; V(0) (no limit) on creation.
-            type: int
-          lower_threshold:
-            description:
-              - Lower connection threshold, at most the upper one; V(0) on creation.
-            type: int
+        elements: raw
   purge_real_servers:
     description:
       - Remove the real servers of each service with O(services[].real_servers) that its list does not name.
@@ -167,7 +149,32 @@ options:
             any change.
         type: path
         default: /etc/lvs-nat/ipvs-owned-fwmarks
+  compact:
+    description:
+      - Return the services the run touched (RV(services), RV(removed)) by name only, as C(TCP 198.51.100.10:80),
+        instead of with their settings and real servers, so that a run that adds or edits a large table returns a
+        small result. RV(changes) lists every operation either way.
+    type: bool
+    default: false
+    version_added: 0.3.0
+  timeouts:
+    description:
+      - The global IPVS connection timeouts in seconds (C(ipvsadm --set)), set in the same run as the table, as
+        M(lvs.nat.ipvs_timeouts) sets them; a timeout left out stays as the kernel holds it.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      tcp:
+        description: Timeout of established TCP sessions, 1 to 2147483.
+        type: int
+      tcp_fin:
+        description: Timeout of TCP sessions after a FIN, 1 to 2147483.
+        type: int
+      udp:
+        description: Timeout of UDP entries, 1 to 2147483.
+        type: int
 seealso:
+  - module: lvs.nat.ipvs_timeouts
   - module: lvs.nat.ipvs_service
   - module: lvs.nat.ipvs_info
   - module: lvs.nat.ipvs_save
@@ -189,6 +196,19 @@ EXAMPLES = r"""
         real_servers:
           - {address: 198.51.100.101, port: 80}
           - {address: 198.51.100.102, port: 80}
+
+- name: A large table, real servers in the compact form ADDRESS:PORT:WEIGHT, the result by name only
+  lvs.nat.ipvs_table:
+    services:
+      - address: 198.51.100.10
+        port: 443
+        scheduler: wrr
+        real_servers: ["198.51.100.101:443:3", "198.51.100.102:443:1", "198.51.100.103:8443:1"]
+      - address: 2001:db8::10
+        port: 443
+        real_servers: ["[2001:db8::101]:443:2", "[2001:db8::102]:443"]
+    purge_real_servers: true
+    compact: true
 
 - name: Exactly this table (other services and real servers are removed)
   lvs.nat.ipvs_table:
@@ -226,9 +246,10 @@ services:
       after the run, in the order of O(services), each with its real servers; the same fields as
       RV(lvs.nat.ipvs_service#module:service). Services left as they were are not repeated here (M(lvs.nat.ipvs_info)
       reads the whole table); empty when nothing changed.
+    - With O(compact=true), each service's name only (C(TCP 198.51.100.10:80)).
   returned: always
   type: list
-  elements: dict
+  elements: raw
   sample:
     - family: ipv4
       protocol: tcp
@@ -243,19 +264,28 @@ services:
       real_servers:
         - {address: 198.51.100.101, port: 80, forwarding: masq, weight: 3, upper_threshold: 0, lower_threshold: 0}
 removed:
-  description: The services removed (in check mode, that would be removed) by O(purge_services) or O(owned), as they were.
+  description:
+    - The services removed (in check mode, that would be removed) by O(purge_services) or O(owned), as they were.
+    - With O(compact=true), each service's name only.
   returned: always
   type: list
-  elements: dict
+  elements: raw
   sample: []
 changes:
   description:
     - The kernel operations made (in check mode, that would be made), in order.
     - The result's C(changed) is also true when only the file O(owned.path) changed.
+    - With O(timeouts), a change of the timeouts is listed first, as C(set the timeouts tcp=600).
   returned: always
   type: list
   elements: str
   sample: ["add service TCP 198.51.100.10:80", "add real server 198.51.100.101:80"]
+timeouts:
+  description: With O(timeouts), the global timeouts after the run (in check mode, as they would be), in seconds.
+  returned: when O(timeouts) is set
+  type: dict
+  version_added: 0.3.0
+  sample: {tcp: 900, tcp_fin: 120, udp: 300}
 applied:
   description: When the kernel refused an operation, the operations of the run it had applied, in order.
   returned: on a kernel refusal
@@ -339,42 +369,79 @@ def build_module():
                          **_ipvs_args.IPVS_TABLE_RELATIONS)
 
 
-def reconcile(module, services, owned):
-    """Read the table, plan, apply unless check mode; (ops, current, after, removed)."""
+def reconcile(module, parsed, owned, timeouts):
+    """The timeouts (when given), then the table: read (settings, no counters), plan, apply unless check mode.
+    (ops, current, after, removed, (timeouts before, after) or None)."""
     p = module.params
     with _ipvs.Session(module) as kernel:
-        current = kernel.table()
-        ops, after, removed = _ipvs_plan.plan_table(current, services, p["purge_services"], p["purge_real_servers"],
-                                                    owned=owned)
+        times = kernel.reconcile_timeouts(timeouts) if timeouts is not None else None
+        current = kernel.table(counters=False)
+        ops, after, removed = _ipvs_plan.plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"],
+                                                    owned=owned, parsed=parsed)
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
             kernel.apply(ops, before=current, schedulers=schedulers)
-            held = dict((_ipvs_names.service_id(svc), svc) for svc in kernel.table())
-            after = [held.get(_ipvs_names.service_id(svc)) for svc in after]
-    return ops, current, after, removed
+            after = read_back(kernel, after)
+    return ops, current, after, removed, times
+
+
+def read_back(kernel, touched):
+    """The touched services as the kernel holds them now: each on its own when few, else one read of the table."""
+    if len(touched) <= 10:
+        return [kernel.service(svc, counters=False) for svc in touched]
+    held = dict((_ipvs_names.service_id(svc), svc) for svc in kernel.table(counters=False))
+    return [held.get(_ipvs_names.service_id(svc)) for svc in touched]
+
+
+def invocation(p, parsed):
+    """The arguments as the result echoes them: the table counted, not repeated (ansible-core echoes, and scans for
+    no_log values, the whole arguments of a module that names no invocation of its own)."""
+    args = dict(p, services="%d services, %d real servers" % (
+        len(parsed), sum(len(entry.dests or ()) for entry in parsed)))
+    return dict(module_args=args)
+
+
+def checked_timeouts(timeouts):
+    """The timeouts option checked (_ipvs_plan.desired_timeouts), errors naming timeouts.<name>; None when not set."""
+    if timeouts is None:
+        return None
+    try:
+        return _ipvs_plan.desired_timeouts(timeouts)
+    except _ipvs_plan.InvalidInput as e:
+        raise _ipvs_plan.InvalidInput("timeouts.%s" % e) from None
 
 
 def run(module):
     p = module.params
-    keys = _ipvs_plan.precheck_table(p["services"])
+    timeouts = checked_timeouts(p["timeouts"])
+    parsed = _ipvs_plan.precheck_table(p["services"])
     # owned.path is read, then rewritten after the kernel changed: one run at a time, or a run could forget the
     # marks another recorded.
     with _persist.lock("ipvs_table") if p["owned"] is not None else contextlib.nullcontext():
-        owned, files = owned_file(p["owned"], keys)
-        ops, current, after, removed = reconcile(module, p["services"], owned)
+        owned, files = owned_file(p["owned"], [entry.key for entry in parsed])
+        ops, current, after, removed, times = reconcile(module, parsed, owned, timeouts)
         # Written once the kernel took the changes: a refused run still knows the marks it owned before.
         recorded = files.install(module) if files else dict(changed=False, diff=[])
     # Only what the run touched: a large table's unchanged services would make every result (and its processing by
     # ansible-core) as large as the table. lvs.nat.ipvs_info reads the whole table.
     touched = set(_ipvs_names.service_id(op[1]) for op in ops)
-    result = dict(changed=bool(ops) or recorded["changed"],
-                  services=[_ipvs_plan.config_view(svc) for svc in after if _ipvs_names.service_id(svc) in touched],
-                  removed=[_ipvs_plan.config_view(svc) for svc in removed], changes=[_ipvs_names.describe_op(op) for op in ops])
-    # Mappings (service -> its settings and real servers): ansible-core's diff display takes text or a mapping.
-    table_diff = dict(before=_by_service(svc for svc in current if _ipvs_names.service_id(svc) in touched),
-                      after=_by_service(svc for svc in after if svc and _ipvs_names.service_id(svc) in touched))
-    result["diff"] = [table_diff] + recorded["diff"] if files else table_diff
+    view = _ipvs_names.describe_service if p["compact"] else _ipvs_plan.config_view
+    set_times = times is not None and times[0] != times[1]
+    changes = (["set the timeouts " + " ".join("%s=%d" % (n, times[1][n]) for n in _ipvs_names.TIMEOUT_NAMES
+                                               if times[0][n] != times[1][n])] if set_times else [])
+    result = dict(changed=bool(ops) or set_times or recorded["changed"], services=[view(svc) for svc in after if svc],
+                  removed=[view(svc) for svc in removed], changes=changes + [_ipvs_names.describe_op(op) for op in ops],
+                  invocation=invocation(p, parsed))
+    if times is not None:
+        result["timeouts"] = times[1]
+    if module._diff:
+        # Mappings (service -> its settings and real servers): ansible-core's diff display takes text or a mapping.
+        table_diff = dict(before=_by_service(svc for svc in current if _ipvs_names.service_id(svc) in touched),
+                          after=_by_service(svc for svc in after if svc))
+        if set_times:
+            table_diff["before"]["timeouts"], table_diff["after"]["timeouts"] = times
+        result["diff"] = [table_diff] + recorded["diff"] if files else table_diff
     return result
 
 

@@ -70,15 +70,8 @@ def build_module():
 def run(module):
     wanted = desired_timeouts(module.params)
     with _ipvs.Session(module) as kernel:
-        # Where ip_vs is not loaded yet, this is what loading it brings.
-        before = kernel.timeouts()
-        after = dict(before, **wanted)
-        changed = after != before
-        if changed and not module.check_mode:
-            kernel.set_timeouts(*[wanted.get(n, 0) for n in TIMEOUT_NAMES])  # 0 leaves a timeout as it is
-            after = kernel.timeouts()
-    return dict(changed=changed, timeouts=after,
-                diff=dict(before=before, after=after))
+        before, after = kernel.reconcile_timeouts(wanted)
+    return dict(changed=after != before, timeouts=after, diff=dict(before=before, after=after))
 
 
 def main():

@@ -96,7 +96,7 @@ def test_the_services_are_what_ipvs_table_takes_in_one_run():
     params = dict(services=out["services"], owned=dict(addresses=[VIP]), purge_real_servers=True)
     result = ArgumentSpecValidator(IPVS_TABLE_SPEC, **IPVS_TABLE_RELATIONS).validate(params)
     assert result.error_messages == []
-    assert precheck_table(result.validated_parameters["services"])[0]["fwmark"] == 7
+    assert precheck_table(result.validated_parameters["services"])[0].key["fwmark"] == 7
 
 
 def test_role_defaults_fwmark_listed_real_servers_and_extra_rules():

@@ -56,6 +56,45 @@ def test_dest_roundtrip_and_masq_is_zero():
         assert back[k] == d[k]
 
 
+def kernel_dest_reply(d, family=socket.AF_INET):
+    """The body of a CMD_GET_DEST dump reply as the kernel fills it (ip_vs_genl_fill_dest): the settings, the
+    connection counts and both statistics blocks, the address family last."""
+    stats = b"".join(I._nla(i, struct.pack("=Q", 1000 + i)) for i in range(1, 11))
+    attrs = (I._nla(I.DEST_ADDR, I.pack_addr(d["address"])) + I._nla(I.DEST_PORT, struct.pack(">H", d["port"]))
+             + I._nla(I.DEST_FWD, struct.pack("=I", I.FORWARDING[d["forwarding"]]))
+             + I._nla(I.DEST_WEIGHT, struct.pack("=I", d["weight"]))
+             + I._nla(I.DEST_U_THRESH, struct.pack("=I", d["upper_threshold"]))
+             + I._nla(I.DEST_L_THRESH, struct.pack("=I", d["lower_threshold"]))
+             + I._nla(I.DEST_ACTIVE, struct.pack("=I", 7)) + I._nla(I.DEST_INACT, struct.pack("=I", 8))
+             + I._nla(I.DEST_PERSIST, struct.pack("=I", 9))
+             + I._nla(I.DEST_STATS | 0x8000, stats) + I._nla(I.DEST_STATS64 | 0x8000, stats)
+             + I._nla(I.DEST_AF, struct.pack("=H", family)))
+    return struct.pack("=BBH", N.CMD_NEW_DEST, 1, 0) + I._nla(I.CMD_ATTR_DEST | 0x8000, attrs)
+
+
+@pytest.mark.parametrize("d, family", [
+    (dict(address="198.51.100.101", port=8080, forwarding="masq", weight=3, upper_threshold=100, lower_threshold=10),
+     socket.AF_INET),
+    (dict(address="2001:db8::101", port=0, forwarding="route", weight=0, upper_threshold=0, lower_threshold=0),
+     socket.AF_INET6),
+    (dict(address="198.51.100.102", port=65535, forwarding="tunnel", weight=65535, upper_threshold=2 ** 31 - 1,
+          lower_threshold=1), socket.AF_INET),
+])
+def test_the_reconcile_decoder_reads_the_settings_the_full_decoder_reads(d, family):
+    body = kernel_dest_reply(d, family)
+    lean = I.decode_dest_config(body)
+    full = I.decode_dest(I.parse_attrs(I.parse_attrs(body, 4)[I.CMD_ATTR_DEST]))
+    assert lean == d
+    assert dict((k, full[k]) for k in lean) == lean and full["active_conns"] == 7
+
+
+def test_the_reconcile_decoder_names_a_reply_without_the_real_server():
+    with pytest.raises(KeyError):
+        I.decode_dest_config(struct.pack("=BBH", N.CMD_NEW_DEST, 1, 0) + I._nla(I.CMD_ATTR_SERVICE, b""))
+    with pytest.raises(KeyError):
+        I.decode_dest_config(struct.pack("=BBH", N.CMD_NEW_DEST, 1, 0) + I._nla(I.CMD_ATTR_DEST, I._nla(I.DEST_PORT, b"\0\x50")))
+
+
 def test_wire_formats_the_kernel_expects():
     # Port is big-endian; the address is a 16-byte nf_inet_addr; IPv4 netmask in network order,
     # IPv6 "netmask" is the prefix length as a native integer.
@@ -104,12 +143,14 @@ def test_modprobe_reports_the_tool_failure(monkeypatch):
 
 class FakeKernel:
     """The IPVS table as the kernel keeps it (raw attributes), answering netlink frames as the kernel does:
-    every request of a send is handled, each with its ack; refuse(cmd, attrs) gives an errno to refuse one."""
+    every request of a send is handled, a refused one answered with its error, the others with an ack when they ask
+    for one; refuse(cmd, attrs) gives an errno to refuse one."""
 
     KEY = (I.SVC_AF, I.SVC_PROTOCOL, I.SVC_ADDR, I.SVC_PORT, I.SVC_FWMARK)
 
     def __init__(self, refuse=lambda cmd, svc, dest: 0, silent=False):
         self.table, self.out, self.refuse, self.silent, self.requests = {}, b"", refuse, silent, []
+        self.acks_asked = 0
 
     # the socket
     def send(self, data):
@@ -120,8 +161,10 @@ class FakeKernel:
             svc = I.parse_attrs(outer[I.CMD_ATTR_SERVICE]) if I.CMD_ATTR_SERVICE in outer else None
             dest = I.parse_attrs(outer[I.CMD_ATTR_DEST]) if I.CMD_ATTR_DEST in outer else None
             self.requests.append(cmd)
+            self.acks_asked += bool(flags & I.NLM_F_ACK)
             code = self.refuse(cmd, svc, dest) or self.handle(cmd, svc, dest)
-            if not self.silent:
+            # netlink_rcv_skb: an error is always answered, a success only when the request asks for an ack.
+            if not self.silent and (code or flags & I.NLM_F_ACK):
                 self.out += struct.pack("=IHHIIi", 16 + 4 + 16, I.NLMSG_ERROR, 0, seq, 0, -code) + data[off:off + 16]
             off += n
         return len(data)
@@ -275,6 +318,29 @@ def test_a_first_refusal_changes_nothing_and_later_batches_are_not_sent(fake_ipv
     assert kernel.requests == [N.CMD_NEW_SERVICE] * 2
 
 
+def test_a_batch_asks_for_one_ack_and_still_knows_each_refusal(fake_ipvs, monkeypatch):
+    """Only a batch's last request asks for an ack: 5 operations in batches of 2 ask for 3; a refusal in the middle
+    of a batch (no ack asked) is still matched to its operation and rolled back around."""
+    kernel = FakeKernel()
+    ipvs = fake_ipvs(kernel)
+    monkeypatch.setattr(I.IPVS, "BATCH", 2)
+    ops = [(N.CMD_NEW_SERVICE, svc(port=p), None) for p in (81, 82, 83, 84, 85)]
+    ipvs.apply(ops)
+    assert kernel.acks_asked == 3 and len(kernel.table) == 5
+    kernel.refuse = refuse_rip("198.51.100.127")
+    web = svc(port=81)
+    before = [dict(web, real_servers=[])]
+    bad = [(N.CMD_NEW_DEST, web, dest_of("198.51.100.101", 81)), (N.CMD_NEW_DEST, web, dest_of("198.51.100.127", 81)),
+           (N.CMD_NEW_DEST, web, dest_of("198.51.100.102", 81))]
+    monkeypatch.setattr(I.IPVS, "BATCH", 3)
+    with pytest.raises(I.IPVSError) as e:
+        ipvs.apply(bad, before=before)
+    assert str(e.value).startswith("Failed to add real server 198.51.100.127:81 to TCP 198.51.100.10:81: Invalid argument")
+    assert e.value.details["applied"] == ["add real server 198.51.100.101:81 to TCP 198.51.100.10:81",
+                                          "add real server 198.51.100.102:81 to TCP 198.51.100.10:81"]
+    assert all(not dests for _svc, dests in kernel.table.values())
+
+
 def test_no_ack_within_the_timeout_fails_naming_the_operation(fake_ipvs):
     kernel = FakeKernel(silent=True)
     ipvs = fake_ipvs(kernel)
@@ -366,13 +432,13 @@ class Opened:
         self.calls, self.closed = [], False
         Opened.instances.append(self)
 
-    def table(self):
+    def table(self, counters=True):
         return [svc(real_servers=[])]
 
     def service(self, key):
         return svc()
 
-    def dests(self, s):
+    def dests(self, s, counters=True):
         return [dest_of("198.51.100.101")]
 
     def timeouts(self):

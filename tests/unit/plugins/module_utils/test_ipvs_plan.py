@@ -274,8 +274,8 @@ def test_raw_values_ansible_would_convert_are_accepted():
     assert d["weight"] == 3
     with pytest.raises(InvalidInput, match=r"^real_servers\[0\] forwarding='dr' is not one of: masq, route, tunnel$"):
         desired_dests([dict(address="198.51.100.101", forwarding="dr")], s, None)
-    with pytest.raises(InvalidInput, match=r"^real_servers\[0\]='198.51.100.101' is not a dict"):
-        desired_dests(["198.51.100.101"], s, None)
+    with pytest.raises(InvalidInput, match=r"^real_servers\[0\]=42 is neither a dict with address, port, ... nor "):
+        desired_dests([42], s, None)
 
 
 def test_the_planner_imports_and_plans_without_pyroute2_or_a_socket():

@@ -136,3 +136,35 @@ def test_forwarding(value):
         assert str(e).startswith("real_servers[0] forwarding="), str(e)
         return
     assert decoded_dest(dest)["forwarding"] == dest["forwarding"] == value
+
+
+# The compact real server ADDRESS[:PORT[:WEIGHT]]: pieces that make it valid, nearly valid, or anything.
+COMPACT = st.one_of(
+    TEXT,
+    st.tuples(
+        st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(lambda ip: "[%s]" % ip),
+                  st.ip_addresses().map(str), st.ip_addresses(v=4).map(lambda ip: "[%s]" % ip), ADDRESSES),
+        st.one_of(st.just(""), st.integers(-1, 70000).map(lambda n: ":%d" % n), st.tuples(st.just(":"), TEXT).map("".join)),
+        st.one_of(st.just(""), st.integers(-1, 70000).map(lambda n: ":%d" % n), NASTY),
+    ).map("".join),
+)
+
+
+@given(COMPACT)
+def test_a_compact_real_server_is_refused_naming_its_entry_or_read_exactly(text):
+    """Either refused with a message naming real_servers[0], or read as exactly the address (canonical), port and
+    weight the text gives; its canonical text reads back to the same real server."""
+    svc = desired_service(params(address="2001:db8::10" if text.startswith("[") else "198.51.100.10", port=80), None)
+    try:
+        (dest,) = desired_dests([text], svc, None)
+    except InvalidInput as e:
+        assert str(e).startswith("real_servers[0]"), str(e)
+        return
+    head, _, rest = text[1:].partition("]") if text.startswith("[") else text.partition(":")
+    parts = (rest[1:] if text.startswith("[") else rest).split(":") if rest else []
+    assert dest["address"] == str(ipaddress.ip_address(head))
+    assert dest["port"] == (int(parts[0]) if parts else 80)
+    assert dest["weight"] == (int(parts[1]) if len(parts) > 1 else 1)
+    canonical = "%s:%d:%d" % ("[%s]" % dest["address"] if ":" in dest["address"] else dest["address"], dest["port"],
+                              dest["weight"])
+    assert desired_dests([canonical], svc, None) == [dest]

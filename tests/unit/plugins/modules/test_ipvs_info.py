@@ -25,7 +25,7 @@ class FakeSession(module_fakes.FakeSession):
     def __init__(self, loaded=True, error=None):
         self.loaded, self.error = loaded, error
 
-    def table(self):
+    def table(self, counters=True):
         if self.error:
             raise self.error
         return [dict(SERVICE)] if self.loaded else []

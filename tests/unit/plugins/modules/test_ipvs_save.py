@@ -132,7 +132,7 @@ class FakeSession(object):
     def __exit__(self, *exc):
         return False
 
-    def table(self):
+    def table(self, counters=True):
         return [dict(s) for s in KERNEL]
 
     def timeouts(self):
@@ -210,6 +210,12 @@ def test_run_saves_the_owned_services_and_a_unit_that_restores_the_file(fake_ker
     assert r["rules"][0] == "--set 900 120 300"
     assert "-A -t 198.51.100.10:80 -s wrr" in r["rules"] and "-A -f 7 -6 -s wrr" in r["rules"]
     assert not [line for line in r["rules"] if "198.51.100.99" in line or "-f 8" in line or "2001:db8::10" in line]
+    # The saved services come back as data, in the file's order, without counters (the role's verify phase uses them).
+    named = [(s["protocol"], s["address"], s["port"], s["fwmark"], s["family"]) for s in r["services"]]
+    assert [line.split(" -s ")[0] for line in r["rules"] if line.startswith("-A ")] == [
+        "-A " + ipvs_save.service_option(s) for s in r["services"]]
+    assert ("tcp", VIP, 80, 0, "ipv4") in named and (None, None, None, 7, "ipv6") in named and len(named) == len(set(named))
+    assert all("stats" not in s and all("active_conns" not in d for d in s["real_servers"]) for s in r["services"])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     unit = Path(unit_path).read_text()
     [exec_start] = unit_lines(unit, "ExecStart")

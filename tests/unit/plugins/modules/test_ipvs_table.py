@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_TABLE_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS, describe_op, describe_service, service_id
 from ansible_collections.lvs.nat.plugins.module_utils._persist import PersistError
 from ansible_collections.lvs.nat.plugins.modules import ipvs_info, ipvs_real_server, ipvs_service, ipvs_table
@@ -41,12 +42,12 @@ class FakeSession(module_fakes.FakeSession):
             raise self.session_error  # pylint: disable=raising-bad-type
         return super().__call__(module)
 
-    def table(self):
+    def table(self, counters=True):
         if self.read_error:
             raise self.read_error  # pylint: disable=raising-bad-type
         return [dict(s) for s in self.held] if self.loaded else []
 
-    def service(self, key):
+    def service(self, key, counters=True):
         return next((s for s in self.table() if service_id(s) == service_id(key)), None)
 
     def timeouts(self):
@@ -326,3 +327,108 @@ def test_the_diff_renders_in_ansible_cores_display(owned_table, capsys):
     assert "TCP 198.51.100.10:81" in shown and "FWM 7 (ipv4)" in shown and str(path) in shown
     shown = CallbackBase()._get_diff(run(ipvs_table, dict(TABLE, _ansible_check_mode=True, _ansible_diff=True), capsys)["diff"])
     assert "TCP 198.51.100.10:81" in shown
+
+
+# ---------------------------------------------------------------- ipvs_table at scale: compact form, result, timeouts
+
+@pytest.mark.parametrize("entry, message", [
+    ("198.51.100.101:80:70000", "services[0]: real_servers[1] weight=70000 is out of range"),
+    ("198.51.100.101:70000", "services[0]: real_servers[1] port=70000 is out of range"),
+    ("2001:db8::101:80", "services[0]: real_servers[1]='2001:db8::101:80' is neither ADDRESS, ADDRESS:PORT nor "
+                         "ADDRESS:PORT:WEIGHT (an IPv6 address in brackets)"),
+    ("[198.51.100.101]:80", "services[0]: real_servers[1]='[198.51.100.101]:80': only an IPv6 address goes in brackets"),
+    ("198.51.100.101:80:3\n", "services[0]: real_servers[1]='198.51.100.101:80:3\\n' is neither"),
+    ("198.51.100.101 :80", "services[0]: real_servers[1]='198.51.100.101 :80' is neither"),
+    ("224.0.0.5:80", "services[0]: real_servers[1] address=224.0.0.5 cannot be a real server address: it is a multicast"),
+    ("198.51.100.102:80:1", "services[0]: real_servers[1]: 198.51.100.102:80 is listed twice"),
+    ({"address": "198.51.100.103", "wieght": 3}, "services[0]: real_servers[1]: 'wieght' is not an option of a real server "
+                                                 "(it takes address, port, forwarding, weight, upper_threshold, lower_threshold)"),
+    ({"address": "198.51.100.103", "weight": "3 "}, "services[0]: real_servers[1] weight='3 ' is not an integer"),
+    (["198.51.100.103"], "services[0]: real_servers[1]=['198.51.100.103'] is neither a dict"),
+])
+def test_a_bad_real_server_in_either_form_is_named_before_any_change(kernel, capsys, entry, message):
+    """Real servers are checked by the module's own one-pass code (not AnsibleModule's sub-options): each error names
+    services[i]: real_servers[j] and the field, before the Session is opened."""
+    result = run(ipvs_table, {"services": [{"address": VIP, "port": 80,
+                                            "real_servers": [{"address": "198.51.100.102"}, entry]}]}, capsys)
+    assert result["failed"] and result["msg"].startswith(message), result["msg"]
+    assert kernel.applied == [] and kernel.opened == 0
+
+
+@pytest.fixture
+def table_kernel(monkeypatch):
+    """A kernel that applies the operations (module_fakes.TableSession), holding held()."""
+    fake = module_fakes.TableSession([held()])
+    monkeypatch.setattr(_ipvs, "Session", fake)
+    return fake
+
+
+def test_the_compact_form_is_the_dict_with_those_keys(table_kernel, capsys):
+    compact = run(ipvs_table, {"services": [{"address": VIP, "port": 80, "real_servers": [
+        "198.51.100.101:80:2", "198.51.100.102", "198.51.100.103:8080"]}], "purge_real_servers": True}, capsys)
+    table_kernel.held = [held()]
+    as_dicts = run(ipvs_table, {"services": [{"address": VIP, "port": 80, "real_servers": [
+        {"address": "198.51.100.101", "port": 80, "weight": 2}, {"address": "198.51.100.102"},
+        {"address": "198.51.100.103", "port": 8080}]}], "purge_real_servers": True}, capsys)
+    assert compact["changes"] == as_dicts["changes"] == [
+        "add real server 198.51.100.102:80 to TCP 198.51.100.10:80", "add real server 198.51.100.103:8080 to TCP 198.51.100.10:80"]
+    # the weight left out of 198.51.100.102 takes the creation default; 198.51.100.101 keeps weight 2: no edit
+    added = compact["services"][0]["real_servers"]
+    assert [(d["address"], d["port"], d["weight"]) for d in added] == [
+        ("198.51.100.101", 80, 2), ("198.51.100.102", 80, 1), ("198.51.100.103", 8080, 1)]
+    v6 = run(ipvs_table, {"services": [{"address": "2001:db8::10", "port": 443, "real_servers": ["[2001:DB8::0101]:8443:4"]}]},
+             capsys)
+    assert v6["changes"] == ["add service TCP [2001:db8::10]:443", "add real server [2001:db8::101]:8443 to TCP [2001:db8::10]:443"]
+
+
+def test_the_result_echoes_a_count_of_the_table_not_the_table(kernel, capsys):
+    """ansible-core echoes the whole arguments (and scans them for no_log values) unless a module names its own
+    invocation: a 10,000-destination table would make every result as large as the table."""
+    dests = ["198.51.100.%d:80" % n for n in range(101, 121)]
+    result = run(ipvs_table, {"services": [{"address": VIP, "port": 80, "real_servers": dests}]}, capsys)
+    args = result["invocation"]["module_args"]
+    assert args["services"] == "1 services, 20 real servers" and args["purge_real_servers"] is False
+    assert "198.51.100.120" not in json.dumps(result["invocation"])
+
+
+def test_compact_returns_the_touched_services_by_name(table_kernel, capsys):
+    table_kernel.held = [held(80), held(81)]
+    result = run(ipvs_table, {"services": [{"address": VIP, "port": 80, "scheduler": "wrr"}, {"address": VIP, "port": 82}],
+                              "purge_services": True, "compact": True}, capsys)
+    assert result["services"] == ["TCP 198.51.100.10:80", "TCP 198.51.100.10:82"]
+    assert result["removed"] == ["TCP 198.51.100.10:81"]
+    assert result["changes"] == ["delete service TCP 198.51.100.10:81", "edit service TCP 198.51.100.10:80",
+                                 "add service TCP 198.51.100.10:82"]
+
+
+class TimeoutsSession(FakeSession):
+    """FakeSession with the kernel's global timeouts, set as the kernel sets them (0 leaves one as it is)."""
+
+    def __init__(self, table):
+        super().__init__(table)
+        self.times, self.set = dict(KERNEL_TIMEOUTS), []
+
+    def timeouts(self):
+        return dict(self.times)
+
+    def set_timeouts(self, tcp, tcp_fin, udp):
+        self.set.append((tcp, tcp_fin, udp))
+        self.times.update((k, v) for k, v in dict(tcp=tcp, tcp_fin=tcp_fin, udp=udp).items() if v)
+
+
+def test_timeouts_are_set_in_the_same_run_as_ipvs_timeouts_sets_them(monkeypatch):
+    kernel = TimeoutsSession([held()])
+    monkeypatch.setattr(_ipvs, "Session", kernel)
+    args = {"services": [{"address": VIP, "port": 80, "scheduler": "rr"}], "timeouts": {"tcp": 600, "udp": 300}}
+    checked = ipvs_table.run(module_fakes.FakeModule(IPVS_TABLE_SPEC, args, check_mode=True))
+    assert checked["changed"] and checked["changes"] == ["set the timeouts tcp=600"] and kernel.set == []
+    assert checked["timeouts"] == dict(KERNEL_TIMEOUTS, tcp=600)
+    assert checked["diff"]["before"]["timeouts"]["tcp"] == 900 and checked["diff"]["after"]["timeouts"]["tcp"] == 600
+    done = ipvs_table.run(module_fakes.FakeModule(IPVS_TABLE_SPEC, args))
+    assert kernel.set == [(600, 0, 300)] and done["timeouts"] == checked["timeouts"]
+    again = ipvs_table.run(module_fakes.FakeModule(IPVS_TABLE_SPEC, args))
+    assert not again["changed"] and again["changes"] == [] and len(kernel.set) == 1
+    bad = module_fakes.FakeModule(IPVS_TABLE_SPEC, dict(args, timeouts={"tcp_fin": 0}))
+    with pytest.raises(ipvs_table._ipvs_plan.InvalidInput, match=r"^timeouts\.tcp_fin=0 is out of range"):
+        ipvs_table.run(bad)
+    assert len(kernel.set) == 1
