@@ -22,6 +22,7 @@ import errno
 import functools
 import importlib.util
 import ipaddress
+import operator
 import select
 import socket
 import struct
@@ -82,6 +83,8 @@ STAT_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes", "cps", "inpps
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x200, 0x400, 0x300
 _HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr
+_NLMSGHDR = struct.Struct("=IHHII")
+_I32 = struct.Struct("=i")
 _NLA = struct.Struct("=HH")
 _U16, _U32, _U64, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struct("=Q"), struct.Struct(">H")
 
@@ -113,7 +116,9 @@ def parse_attrs(buf, start=0, end=None):
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def pack_addr(address):
+    # A table names the same few real servers again and again: pack each address once per run.
     return ipaddress.ip_address(address).packed.ljust(16, b"\0")  # nf_inet_addr: 16 bytes
 
 
@@ -174,17 +179,25 @@ def encode_service(svc, key_only=False):
 
 
 def encode_dest(dest, key_only=False):
+    return _encode_dest(dest["address"], dest["port"], None if key_only else (
+        dest["forwarding"], dest["weight"], dest["upper_threshold"], dest["lower_threshold"]))
+
+
+@functools.lru_cache(maxsize=65536)
+def _encode_dest(address, port, settings):
+    # A table names the same real servers in many services: each is encoded once per run.
     parts = [
-        _nla(DEST_ADDR, pack_addr(dest["address"])),
-        _nla(DEST_PORT, _BE16.pack(dest["port"])),
-        _nla(DEST_AF, _U16.pack(_af(family_of(dest["address"])))),
+        _nla(DEST_ADDR, pack_addr(address)),
+        _nla(DEST_PORT, _BE16.pack(port)),
+        _nla(DEST_AF, _U16.pack(_af(family_of(address)))),
     ]
-    if not key_only:
+    if settings is not None:
+        forwarding, weight, upper, lower = settings
         parts += [
-            _nla(DEST_FWD, _U32.pack(FORWARDING[dest["forwarding"]])),
-            _nla(DEST_WEIGHT, _U32.pack(dest["weight"])),
-            _nla(DEST_U_THRESH, _U32.pack(dest["upper_threshold"])),
-            _nla(DEST_L_THRESH, _U32.pack(dest["lower_threshold"])),
+            _nla(DEST_FWD, _U32.pack(FORWARDING[forwarding])),
+            _nla(DEST_WEIGHT, _U32.pack(weight)),
+            _nla(DEST_U_THRESH, _U32.pack(upper)),
+            _nla(DEST_L_THRESH, _U32.pack(lower)),
         ]
     return _nla(CMD_ATTR_DEST, b"".join(parts))
 
@@ -231,17 +244,54 @@ def _dest_reply(message):
 
 def decode_dest_config(body):
     """A real server's settings, without counters, straight from a reply's body (genetlink header, then
-    IPVS_CMD_ATTR_DEST): one pass over its attributes, the statistics skipped. What a reconcile reads."""
+    IPVS_CMD_ATTR_DEST): what a reconcile reads, the statistics skipped.
+
+    A kernel fills every real-server reply alike (ip_vs_genl_fill_dest): the settings and the address family first,
+    the counters after. The first reply is read attribute by attribute and teaches the layout of that first part;
+    the others are read with one struct each, every attribute header in it checked against the layout (a reply
+    laid out otherwise is read attribute by attribute)."""
     size, kind = _NLA.unpack_from(body, 4)
     if kind & 0x3FFF != CMD_ATTR_DEST:
         raise KeyError(CMD_ATTR_DEST)
-    start, end = 8, 4 + size
+    for layout in _DEST_LAYOUTS:
+        dest = layout.read(body)
+        if dest is not None:
+            return dest
+    dest, headers = _dest_attributes(body, 4 + size)
+    if headers and len(_DEST_LAYOUTS) < 4:
+        layout = _DestLayout.learn(headers)
+        if layout is not None:
+            _DEST_LAYOUTS.append(layout)
+    return dest
+
+
+def decode_dest_configs(bodies):
+    """decode_dest_config for each body of a dump, the learned layout tried first in one loop."""
+    out = []
+    read = _DEST_LAYOUTS[0].read if _DEST_LAYOUTS else None
+    for body in bodies:
+        dest = read(body) if read else None
+        if dest is None:
+            dest = decode_dest_config(body)
+            read = _DEST_LAYOUTS[0].read if _DEST_LAYOUTS else None
+        out.append(dest)
+    return out
+
+
+def _dest_attributes(body, end):
+    """decode_dest_config attribute by attribute: the real server, and the attribute headers (length, type) up to
+    the last of _DestLayout.FIELDS (None when one is missing)."""
+    start = 8
     raw_addr, port, af, fwd, weight, upper, lower = None, None, socket.AF_INET, None, 0, 0, 0
+    headers, wanted = [], set(_DestLayout.FIELDS)
     while start + 4 <= end:
         n, kind = _NLA.unpack_from(body, start)
         if n < 4:
             break
+        if wanted:
+            headers.append((n, kind))
         kind &= 0x3FFF
+        wanted.discard(kind)
         if kind == DEST_ADDR:
             raw_addr = body[start + 4:start + 20]
         elif kind == DEST_PORT:
@@ -259,8 +309,59 @@ def decode_dest_config(body):
         start += (n + 3) & ~3
     if raw_addr is None or port is None or fwd is None:
         raise KeyError("address, port or forwarding")
-    return {"address": unpack_addr(raw_addr, af), "port": port, "forwarding": _FORWARDING_NAMES[fwd],
+    dest = {"address": unpack_addr(raw_addr, af), "port": port, "forwarding": _FORWARDING_NAMES[fwd],
             "weight": weight, "upper_threshold": upper, "lower_threshold": lower}
+    return dest, None if wanted else headers
+
+
+class _DestLayout(object):
+    """Where a kernel puts a real server's settings in its replies: one struct over the attributes from the first up
+    to the last of FIELDS, their headers included (checked on every read), other attributes among them skipped."""
+
+    FIELDS = (DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH, DEST_AF)
+    PAYLOAD = {DEST_ADDR: ("16s", 16), DEST_PORT: ("2s", 2), DEST_FWD: ("I", 4), DEST_WEIGHT: ("I", 4),
+               DEST_U_THRESH: ("I", 4), DEST_L_THRESH: ("I", 4), DEST_AF: ("H", 2)}
+
+    def __init__(self, fmt, headers, header_at, value_at):
+        self.struct, self.headers = struct.Struct(fmt), headers
+        self.header_at, self.value_at = operator.itemgetter(*header_at), operator.itemgetter(*value_at)
+        self.addresses = {}  # (raw address, family) -> text: a table names the same real servers again and again
+
+    @classmethod
+    def learn(cls, headers):
+        """The layout of headers [(length, type), ...], or None where a field has a size this module does not know."""
+        fmt, count, header_at, value_at = "=", 0, [], {}
+        for n, kind in headers:
+            fmt, header_at, count = fmt + "HH", header_at + [count, count + 1], count + 2
+            size = (n + 3) & ~3
+            payload = cls.PAYLOAD.get(kind & 0x3FFF)
+            if payload is None:
+                fmt += "%dx" % (size - 4) if size > 4 else ""
+            elif n - 4 != payload[1]:
+                return None
+            else:
+                value_at[kind & 0x3FFF], count = count, count + 1
+                fmt += payload[0] + ("%dx" % (size - n) if size > n else "")
+        return cls(fmt, tuple(v for pair in headers for v in pair), header_at, [value_at[k] for k in cls.FIELDS])
+
+    def read(self, body):
+        """The real server in body laid out as learned, or None."""
+        try:
+            values = self.struct.unpack_from(body, 8)
+        except struct.error:
+            return None
+        if self.header_at(values) != self.headers:
+            return None
+        addr, port, fwd, weight, upper, lower, af = self.value_at(values)
+        address = self.addresses.get((addr, af))
+        if address is None:
+            address = self.addresses[addr, af] = unpack_addr(addr, af)
+        return {"address": address, "port": port[0] << 8 | port[1],
+                "forwarding": _FORWARDING_NAMES[fwd & 0x7], "weight": weight, "upper_threshold": upper,
+                "lower_threshold": lower}
+
+
+_DEST_LAYOUTS = []  # what decode_dest_config learned of this kernel's replies
 
 
 _FORWARDING_NAMES = dict((v, n) for n, v in FORWARDING.items())
@@ -403,6 +504,7 @@ class IPVS(object):
         self.family = self._genl.prid
         self._sock = self._genl.asyncore.socket
         self._seq = 1 << 20  # clear of the sequence numbers pyroute2 used to bind
+        self._keys = {}  # service id -> its encoded key (_op_frame)
 
     def close(self):
         self._genl.close()
@@ -426,9 +528,9 @@ class IPVS(object):
             if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
                 raise _NoAnswer()
             data = self._sock.recv(1 << 20)
-            off = 0
-            while off + 16 <= len(data):
-                n, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+            off, size = 0, len(data)
+            while off + 16 <= size:
+                n, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, off)
                 yield seq, kind, flags, data[off + 16:off + n]
                 off += max((n + 3) & ~3, 16)
 
@@ -449,26 +551,35 @@ class IPVS(object):
             raise IPVSError("Failed to %s: %s (errno %s)" % (what, e.strerror or e, e.errno), e.errno) from e
 
     def _answer(self, seq, dump, raw):
+        """The replies to request seq as _request returns them: one loop over what recv() brings (a dump of 10,000
+        real servers is 10,000 messages; the per-message generator of _replies cost a third of reading them)."""
         out = []
-        for rseq, kind, _flags, body in self._replies():
-            if rseq != seq:
-                continue
-            # An ack or refusal carries -errno; a dump ends with NLMSG_DONE carrying 0 or -errno.
-            code = -struct.unpack_from("=i", body)[0] if kind in (NLMSG_ERROR, NLMSG_DONE) and len(body) >= 4 else 0
-            if code > 0:
-                raise _Refused(code)
-            if kind in (NLMSG_ERROR, NLMSG_DONE):
-                return out
-            out.append(body if raw else parse_attrs(body, 4))
-            if not dump:
-                return out
+        while True:
+            if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
+                raise _NoAnswer()
+            data = self._sock.recv(1 << 20)
+            off, size = 0, len(data)
+            while off + 16 <= size:
+                n, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, off)
+                if rseq == seq:
+                    if kind == NLMSG_ERROR or kind == NLMSG_DONE:
+                        # An ack or refusal carries -errno; a dump ends with NLMSG_DONE carrying 0 or -errno.
+                        code = -_I32.unpack_from(data, off + 16)[0] if n >= 20 else 0
+                        if code > 0:
+                            raise _Refused(code)
+                        return out
+                    body = data[off + 16:off + n]
+                    out.append(body if raw else parse_attrs(body, 4))
+                    if not dump:
+                        return out
+                off += max((n + 3) & ~3, 16)
 
-    def _read(self, what, cmd, payload=b"", dump=False, decode=lambda a: a, raw=False):
-        """A read request, its replies decoded (their attribute dicts, or their bodies with raw); a reply the decoder
-        cannot read is an IPVSError too."""
+    def _read(self, what, cmd, payload=b"", dump=False, decode=lambda a: a, raw=False, decode_all=None):
+        """A read request, its replies decoded (their attribute dicts, or their bodies with raw) each by decode, or
+        all by decode_all; a reply the decoder cannot read is an IPVSError too."""
         replies = self._request(what, cmd, payload, dump, raw)
         try:
-            return [decode(m) for m in replies]
+            return decode_all(replies) if decode_all else [decode(m) for m in replies]
         except (KeyError, IndexError, ValueError, struct.error) as e:
             raise IPVSError("Failed to %s: the kernel's answer lacks or garbles an attribute (%r)" % (what, e)) from e
 
@@ -491,7 +602,7 @@ class IPVS(object):
         """svc's real servers; without counters, their settings only (decode_dest_config)."""
         if not counters:
             return self._read("read the real servers of %s" % describe_service(svc), CMD_GET_DEST,
-                              encode_service(svc, key_only=True), dump=True, decode=decode_dest_config, raw=True)
+                              encode_service(svc, key_only=True), dump=True, raw=True, decode_all=decode_dest_configs)
         return self._read("read the real servers of %s" % describe_service(svc), CMD_GET_DEST,
                           encode_service(svc, key_only=True), dump=True, decode=_dest_reply)
 
@@ -548,9 +659,15 @@ class IPVS(object):
 
     def _op_frame(self, op, ack):
         cmd, svc, dest = op
-        payload = encode_service(svc, key_only=dest is not None or cmd == CMD_DEL_SERVICE)
         if dest is not None:
-            payload += encode_dest(dest, key_only=cmd == CMD_DEL_DEST)
+            # A table's real servers come many per service: its key is encoded once.
+            sid = service_id(svc)
+            key = self._keys.get(sid)
+            if key is None:
+                key = self._keys[sid] = encode_service(svc, key_only=True)
+            payload = key + encode_dest(dest, key_only=cmd == CMD_DEL_DEST)
+        else:
+            payload = encode_service(svc, key_only=cmd == CMD_DEL_SERVICE)
         flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0) | (
             NLM_F_CREATE | NLM_F_EXCL if cmd in (CMD_NEW_SERVICE, CMD_NEW_DEST) else 0)
         return self._frame(cmd, payload, flags)

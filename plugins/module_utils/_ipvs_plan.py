@@ -330,6 +330,26 @@ def _compact_dest(text, where):
     return address, family, port, None, weight, None, None
 
 
+def _quick_compact(text, key):
+    """parse_dest of well-formed compact text whose address was checked before; None for anything else, which
+    parse_dest then reads to name what is wrong. The path of a large table: no message is built."""
+    match = _COMPACT_DEST.fullmatch(text)
+    if match is None:
+        return None
+    v6, v4, port, weight = match.groups()
+    try:
+        address, family = _known_address(v6 or v4)
+    except (InvalidInput, TypeError):
+        return None
+    if family != key["family"] or (v6 is not None) != (family == "ipv6"):
+        return None
+    port = (key["port"] if not key["fwmark"] else 0) if port is None else int(port)
+    weight = None if weight is None else int(weight)
+    if port > MAX_U16 or (weight is not None and weight > MAX_U16):
+        return None
+    return address, port, None, weight, None, None
+
+
 def _dict_dest(entry, where):
     unknown = [k for k in entry if k not in DEST_OPTIONS]
     if unknown:
@@ -370,10 +390,12 @@ def parse_dests(entries, key):
         raise InvalidInput("real_servers=%s is not a list" % _show(entries))
     out, seen = [], set()
     for j, entry in enumerate(entries):
-        dest = parse_dest(entry, key, "real_servers[%d]" % j)
+        dest = _quick_compact(entry, key) if isinstance(entry, str) else None
+        if dest is None:
+            dest = parse_dest(entry, key, "real_servers[%d]" % j)
         if dest[:2] in seen:
-            raise InvalidInput("real_servers[%d]: %s is listed twice" % (j, describe_dest(dict(address=dest[0],
-                                                                                              port=dest[1]))))
+            named = describe_dest(dict(address=dest[0], port=dest[1]))
+            raise InvalidInput("real_servers[%d]: %s is listed twice" % (j, named))
         seen.add(dest[:2])
         out.append(dest)
     return out
@@ -381,17 +403,20 @@ def parse_dests(entries, key):
 
 def _dest_fields(parsed, current, svc, where):
     """The fields (forwarding, weight, upper_threshold, lower_threshold) of a parsed real server: those left out
-    keep current's (the kernel's entry, or None) or the defaults; checked against each other and the service."""
+    keep current's (the kernel's entry, or None) or the defaults; checked against each other and the service.
+    where: the entry's name, or its index j for real_servers[j]."""
     base = _DEST_DEFAULT_FIELDS if current is None else (
         current["forwarding"], current["weight"], current["upper_threshold"], current["lower_threshold"])
-    fields = tuple(b if g is None else g for g, b in zip(parsed[2:], base))
-    forwarding, _weight, upper, lower = fields
-    if lower > upper or (forwarding != "masq" and not svc["fwmark"] and parsed[1] not in (svc["port"], 0)):
+    _address, port, forwarding, weight, upper, lower = parsed
+    fields = (base[0] if forwarding is None else forwarding, base[1] if weight is None else weight,
+              base[2] if upper is None else upper, base[3] if lower is None else lower)
+    if fields[3] > fields[2] or (fields[0] != "masq" and not svc["fwmark"] and port not in (svc["port"], 0)):
         _refuse_dest(parsed, fields, svc, where)
     return fields, base
 
 
 def _refuse_dest(parsed, fields, svc, where):
+    where = "real_servers[%d]" % where if isinstance(where, int) else where
     forwarding, _weight, upper, lower = fields
     dest = describe_dest(dict(address=parsed[0], port=parsed[1]))
     if lower > upper:
@@ -491,7 +516,7 @@ def _plan_parsed_dests(svc, current, parsed, purge):
         ops += [(CMD_DEL_DEST, svc, have[did]) for did in sorted(set(have) - wanted)]
     for j, dest in enumerate(parsed):
         old = have.get(dest[:2])
-        fields, base = _dest_fields(dest, old, svc, "real_servers[%d]" % j)
+        fields, base = _dest_fields(dest, old, svc, j)
         if old is None:
             ops.append((CMD_NEW_DEST, svc, _dest_dict(dest, fields)))
         elif fields != base:

@@ -382,7 +382,10 @@ def reconcile(module, parsed, owned, timeouts):
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
             kernel.apply(ops, before=current, schedulers=schedulers)
-            after = read_back(kernel, after)
+            # The result and the diff show the touched services as the kernel then holds them; a compact result
+            # names them only (the kernel applied every operation: a refusal would have raised).
+            if not p["compact"] or module._diff:
+                after = read_back(kernel, after)
     return ops, current, after, removed, times
 
 

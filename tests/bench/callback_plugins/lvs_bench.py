@@ -19,7 +19,7 @@ description: Writes them as JSON to the file named by the environment variable L
 
 # Actions that run on the controller only: no module reaches the host.
 CONTROLLER_ONLY = {"set_fact", "assert", "debug", "fail", "meta", "include_tasks", "import_tasks", "include_role",
-                   "import_role", "include_vars", "add_host", "group_by", "set_stats", "pause"}
+                   "import_role", "include_vars", "add_host", "group_by", "set_stats", "pause", "validate_argument_spec"}
 
 
 class CallbackModule(CallbackBase):

@@ -57,8 +57,8 @@ def test_dest_roundtrip_and_masq_is_zero():
 
 
 def kernel_dest_reply(d, family=socket.AF_INET):
-    """The body of a CMD_GET_DEST dump reply as the kernel fills it (ip_vs_genl_fill_dest): the settings, the
-    connection counts and both statistics blocks, the address family last."""
+    """The body of a CMD_GET_DEST dump reply as the kernel fills it (ip_vs_genl_fill_dest, 6.1): the settings, the
+    connection counts, the address family, then both statistics blocks."""
     stats = b"".join(I._nla(i, struct.pack("=Q", 1000 + i)) for i in range(1, 11))
     attrs = (I._nla(I.DEST_ADDR, I.pack_addr(d["address"])) + I._nla(I.DEST_PORT, struct.pack(">H", d["port"]))
              + I._nla(I.DEST_FWD, struct.pack("=I", I.FORWARDING[d["forwarding"]]))
@@ -67,8 +67,8 @@ def kernel_dest_reply(d, family=socket.AF_INET):
              + I._nla(I.DEST_L_THRESH, struct.pack("=I", d["lower_threshold"]))
              + I._nla(I.DEST_ACTIVE, struct.pack("=I", 7)) + I._nla(I.DEST_INACT, struct.pack("=I", 8))
              + I._nla(I.DEST_PERSIST, struct.pack("=I", 9))
-             + I._nla(I.DEST_STATS | 0x8000, stats) + I._nla(I.DEST_STATS64 | 0x8000, stats)
-             + I._nla(I.DEST_AF, struct.pack("=H", family)))
+             + I._nla(I.DEST_AF, struct.pack("=H", family))
+             + I._nla(I.DEST_STATS | 0x8000, stats) + I._nla(I.DEST_STATS64 | 0x8000, stats))
     return struct.pack("=BBH", N.CMD_NEW_DEST, 1, 0) + I._nla(I.CMD_ATTR_DEST | 0x8000, attrs)
 
 
@@ -86,6 +86,29 @@ def test_the_reconcile_decoder_reads_the_settings_the_full_decoder_reads(d, fami
     full = I.decode_dest(I.parse_attrs(I.parse_attrs(body, 4)[I.CMD_ATTR_DEST]))
     assert lean == d
     assert dict((k, full[k]) for k in lean) == lean and full["active_conns"] == 7
+
+
+def test_the_reconcile_decoder_learns_the_kernels_layout_and_reads_other_layouts_too(monkeypatch):
+    """The first reply is read attribute by attribute and teaches the layout; the next ones of that layout are read
+    with it (here: a reply read with a wrong learned layout would not give these values); a reply laid out otherwise
+    (a kernel with tunnel attributes among the settings) is still read right."""
+    monkeypatch.setattr(I, "_DEST_LAYOUTS", [])
+    a = dict(address="198.51.100.101", port=80, forwarding="masq", weight=3, upper_threshold=10, lower_threshold=5)
+    b = dict(address="2001:db8::102", port=8080, forwarding="tunnel", weight=0, upper_threshold=0, lower_threshold=0)
+    assert I.decode_dest_config(kernel_dest_reply(a)) == a
+    assert len(I._DEST_LAYOUTS) == 1
+    layout = I._DEST_LAYOUTS[0]
+    body = kernel_dest_reply(b, socket.AF_INET6)
+    assert layout.read(body) == b  # the learned layout reads it
+    assert I.decode_dest_config(body) == b
+    tunnel = kernel_dest_reply(a)
+    # IPVS_DEST_ATTR_TUN_TYPE (13) among the settings, as newer kernels send: the learned layout does not fit.
+    head, rest = tunnel[:8], tunnel[8:]
+    extra = I._nla(13, b"\0")
+    tunnel = head[:4] + struct.pack("=HH", struct.unpack_from("=H", head, 4)[0] + len(extra), I.CMD_ATTR_DEST | 0x8000) + \
+        rest[:20] + extra + rest[20:]
+    assert layout.read(tunnel) is None
+    assert I.decode_dest_config(tunnel) == a and len(I._DEST_LAYOUTS) == 2
 
 
 def test_the_reconcile_decoder_names_a_reply_without_the_real_server():
@@ -219,7 +242,7 @@ def fake_ipvs(monkeypatch):
     """IPVS() on a FakeKernel instead of a netlink socket; select() says whether an answer is queued."""
     def make(kernel):
         ipvs = object.__new__(I.IPVS)
-        ipvs.family, ipvs._seq, ipvs._sock = 0x20, 1 << 20, kernel
+        ipvs.family, ipvs._seq, ipvs._sock, ipvs._keys = 0x20, 1 << 20, kernel, {}
         return ipvs
 
     monkeypatch.setattr(I, "select", types.SimpleNamespace(select=lambda r, w, x, t: (r if r[0].ready() else [], [], [])))

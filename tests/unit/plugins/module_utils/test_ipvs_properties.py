@@ -160,7 +160,7 @@ def test_a_compact_real_server_is_refused_naming_its_entry_or_read_exactly(text)
     except InvalidInput as e:
         assert str(e).startswith("real_servers[0]"), str(e)
         return
-    head, _, rest = text[1:].partition("]") if text.startswith("[") else text.partition(":")
+    head, rest = text[1:].split("]", 1) if text.startswith("[") else (text.split(":", 1) + [""])[:2]
     parts = (rest[1:] if text.startswith("[") else rest).split(":") if rest else []
     assert dest["address"] == str(ipaddress.ip_address(head))
     assert dest["port"] == (int(parts[0]) if parts else 80)
