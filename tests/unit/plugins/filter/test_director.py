@@ -19,7 +19,7 @@ from ansible_collections.lvs.nat.plugins.filter.director import (
     realserver_problems,
 )
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_TABLE_RELATIONS, IPVS_TABLE_SPEC
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import precheck_table
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import config_view, precheck_table
 
 ROOT = Path(__file__).resolve().parents[4]
 DEFAULTS = yaml.safe_load((ROOT / "roles" / "director" / "defaults" / "main.yml").read_text())
@@ -424,3 +424,17 @@ def test_differences_an_ipv6_vip_written_otherwise_matches_the_kernels(vip, decl
     stray = kernel(dict(svc(8080, "rr", [rs("2001:db8::65", 3)]), address="2001:db8::10"), family="ipv6")
     assert differences([held_svc, stray], declared=declared, vip=vip) == [
         "tcp 2001:db8::10:8080 is not declared (a service removed from director_services was not removed)"]
+
+
+def test_differences_read_ipvs_saves_services_as_well():
+    """The verify phase passes what lvs.nat.ipvs_save returns (config_view: no counters, fwmark services without
+    protocol, address and port); the comparison reads them as it reads ipvs_info's."""
+    saved = []
+    for svc in held():
+        view = config_view(dict(svc, protocol=None, address=None, port=None) if svc["fwmark"] else svc)
+        assert "stats" not in view and all("active_conns" not in r for r in view["real_servers"])
+        saved.append(view)
+    assert differences(saved) == []
+    saved[0]["real_servers"][1]["weight"] = 5
+    assert differences(saved) == ["tcp 198.51.100.10:80 holds wrr 198.51.100.65/80/3/masq 198.51.100.66/80/5/masq, "
+                                  "declared wrr %s" % HELD_80]
