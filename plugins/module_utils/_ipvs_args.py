@@ -53,11 +53,12 @@ IPVS_SERVICE_SPEC = dict(
 )
 # lvs.nat.ipvs_table (with IPVS_TABLE_RELATIONS): each service entry takes SERVICE_KEY_RELATIONS.
 IPVS_TABLE_SPEC = dict(
-    # real_servers: dicts or compact text, checked by _ipvs_plan.parse_dest in one pass (AnsibleModule's sub-option
-    # validation of 10,000 dicts took longer than reading and comparing the kernel's table).
+    # real_servers: a list of dicts or compact text, checked by _ipvs_plan.parse_dests in one pass (AnsibleModule's
+    # sub-option validation of 10,000 dicts took longer than reading and comparing the kernel's table; as raw, it
+    # does not visit each entry either).
     services=dict(type="list", elements="dict", required=True, options=dict(
         SERVICE_SPEC,
-        real_servers=dict(type="list", elements="raw"),
+        real_servers=dict(type="raw"),
     ), **SERVICE_KEY_RELATIONS),
     purge_real_servers=dict(type="bool", default=False),
     purge_services=dict(type="bool", default=False),

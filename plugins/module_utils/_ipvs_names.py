@@ -85,14 +85,14 @@ def strerror(code):
     return special.get(code) or os.strerror(code)
 
 
-_VERBS = {CMD_NEW_SERVICE: "add", CMD_SET_SERVICE: "edit", CMD_DEL_SERVICE: "delete",
-          CMD_NEW_DEST: "add", CMD_SET_DEST: "edit", CMD_DEL_DEST: "delete"}
+VERBS = {CMD_NEW_SERVICE: "add", CMD_SET_SERVICE: "edit", CMD_DEL_SERVICE: "delete",
+         CMD_NEW_DEST: "add", CMD_SET_DEST: "edit", CMD_DEL_DEST: "delete"}
 
 
 def describe_op(op):
     """'add real server 198.51.100.101:8080 to TCP 198.51.100.10:80' and the like."""
     cmd, svc, dest = op
-    verb = _VERBS[cmd]
+    verb = VERBS[cmd]
     if dest is None:
         return "%s service %s" % (verb, describe_service(svc))
     return "%s real server %s %s %s" % (

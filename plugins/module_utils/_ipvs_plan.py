@@ -537,13 +537,14 @@ def _predicted(current, desired, ops):
     return dict(desired, real_servers=sorted(dests.values(), key=dest_order))
 
 
-def plan_table(current, entries, purge_services, purge_real_servers, owned=None, parsed=None):
+def plan_table(current, entries, purge_services, purge_real_servers, owned=None, parsed=None, predict=True):
     """Kernel operations turning the kernel's table into the listed services, each as ipvs_service with
     state=present would; services not listed are removed first: all of them with purge_services, those the owner
     holds with owned=(addresses, marks) (see owned_services; the marks listed now count as the owner's too).
 
     current: the kernel's services with their real servers; parsed: precheck_table(entries), made here when None.
-    Returns (ops, after, removed): after holds the services the operations touch, predicted, in the order of entries.
+    Returns (ops, after, removed): after holds the services the operations touch, predicted with their real servers
+    (with predict=False, their settings only), in the order of entries.
     """
     parsed = precheck_table(entries) if parsed is None else parsed
     held = dict((service_id(svc), svc) for svc in current)
@@ -564,7 +565,7 @@ def plan_table(current, entries, purge_services, purge_real_servers, owned=None,
             raise InvalidInput("services[%d]: %s" % (i, e)) from None
         if svc_ops:
             ops += svc_ops
-            after.append(_predicted(cur, desired, svc_ops))
+            after.append(_predicted(cur, desired, svc_ops) if predict else desired)
     listed = set(checked.sid for checked in parsed)
     unlisted = [svc for key, svc in sorted(held.items(), key=lambda kv: str(kv[0])) if key not in listed]
     if purge_services:

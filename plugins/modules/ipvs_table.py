@@ -95,8 +95,8 @@ options:
         type: bool
       real_servers:
         description:
-          - The service's real servers, each a dict or compact text. When omitted, the service's real servers are not
-            touched.
+          - The service's real servers, a list whose entries are each a dict or compact text. When omitted, the
+            service's real servers are not touched.
           - "A dict takes C(address) (required: the real server's IP address, of the service's address family; not the
             unspecified address, a multicast address, V(255.255.255.255), an IPv6 link-local address or an address with
             C(%zone)), C(port) (the service's port by default, V(0) for a fwmark service; another port needs
@@ -108,8 +108,7 @@ options:
             it in one pass of its own.
           - "Options left out keep what the kernel holds, or take the creation defaults. An error names the entry, as in
             C(services[2]: real_servers[7] weight=70000 is out of range)."
-        type: list
-        elements: raw
+        type: raw
   purge_real_servers:
     description:
       - Remove the real servers of each service with O(services[].real_servers) that its list does not name.
@@ -151,9 +150,10 @@ options:
         default: /etc/lvs-nat/ipvs-owned-fwmarks
   compact:
     description:
-      - Return the services the run touched (RV(services), RV(removed)) by name only, as C(TCP 198.51.100.10:80),
-        instead of with their settings and real servers, so that a run that adds or edits a large table returns a
-        small result. RV(changes) lists every operation either way.
+      - A small result for large changes. RV(services) and RV(removed) name the services the run touched, as
+        C(TCP 198.51.100.10:80), instead of listing their settings and real servers, and RV(changes) counts the
+        operations by kind (C(add 10000 real servers)) instead of listing each one. RV(operations) is the number of
+        operations either way, and diff mode still shows every touched service in full.
     type: bool
     default: false
     version_added: 0.3.0
@@ -276,10 +276,17 @@ changes:
     - The kernel operations made (in check mode, that would be made), in order.
     - The result's C(changed) is also true when only the file O(owned.path) changed.
     - With O(timeouts), a change of the timeouts is listed first, as C(set the timeouts tcp=600).
+    - With O(compact=true), the operations counted by kind, as C(add 100 services) and C(add 10000 real servers).
   returned: always
   type: list
   elements: str
   sample: ["add service TCP 198.51.100.10:80", "add real server 198.51.100.101:80"]
+operations:
+  description: The number of kernel operations made (in check mode, that would be made).
+  returned: always
+  type: int
+  version_added: 0.3.0
+  sample: 2
 timeouts:
   description: With O(timeouts), the global timeouts after the run (in check mode, as they would be), in seconds.
   returned: when O(timeouts) is set
@@ -306,6 +313,7 @@ not_rolled_back:
   sample: []
 """
 
+import collections
 import contextlib
 import re
 
@@ -376,8 +384,9 @@ def reconcile(module, parsed, owned, timeouts):
     with _ipvs.Session(module) as kernel:
         times = kernel.reconcile_timeouts(timeouts) if timeouts is not None else None
         current = kernel.table(counters=False)
+        # A compact result names the touched services only: without diff mode, nothing predicts their real servers.
         ops, after, removed = _ipvs_plan.plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"],
-                                                    owned=owned, parsed=parsed)
+                                                    owned=owned, parsed=parsed, predict=not p["compact"] or module._diff)
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
@@ -403,6 +412,16 @@ def invocation(p, parsed):
     args = dict(p, services="%d services, %d real servers" % (
         len(parsed), sum(len(entry.dests or ()) for entry in parsed)))
     return dict(module_args=args)
+
+
+def counted(ops):
+    """The operations counted by kind, each kind in the order it first comes: ["delete 1 service", "add 10000 real
+    servers"]."""
+    counts = collections.OrderedDict()
+    for op in ops:
+        kind = (_ipvs_names.VERBS[op[0]], "service" if op[2] is None else "real server")
+        counts[kind] = counts.get(kind, 0) + 1
+    return ["%s %d %s%s" % (verb, n, what, "" if n == 1 else "s") for (verb, what), n in counts.items()]
 
 
 def checked_timeouts(timeouts):
@@ -433,8 +452,9 @@ def run(module):
     set_times = times is not None and times[0] != times[1]
     changes = (["set the timeouts " + " ".join("%s=%d" % (n, times[1][n]) for n in _ipvs_names.TIMEOUT_NAMES
                                                if times[0][n] != times[1][n])] if set_times else [])
+    changes += counted(ops) if p["compact"] else [_ipvs_names.describe_op(op) for op in ops]
     result = dict(changed=bool(ops) or set_times or recorded["changed"], services=[view(svc) for svc in after if svc],
-                  removed=[view(svc) for svc in removed], changes=changes + [_ipvs_names.describe_op(op) for op in ops],
+                  removed=[view(svc) for svc in removed], changes=changes, operations=len(ops),
                   invocation=invocation(p, parsed))
     if times is not None:
         result["timeouts"] = times[1]

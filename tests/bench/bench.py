@@ -62,21 +62,18 @@ def table(services, per_service=100):
 
 
 def small_change(tab):
-    """10 weights changed (services 0-9), 10 removed (services 10-19), 10 added (services 20-29); the ops expected."""
+    """10 weights changed (services 0-9), 10 removed (services 10-19), 10 added (services 20-29); the operations
+    expected, counted by kind as ipvs_table's compact result counts them."""
     tab = [(port, list(dests)) for port, dests in tab]
-    expected = []
     for k in range(10):
         port, dests = tab[k]
         rip, rport, _w = dests[k]
         dests[k] = (rip, rport, 5)
-        expected.append(f"edit real server {rip}:{rport} of TCP {lab.VIP}:{port}")
         port, dests = tab[10 + k]
-        rip, rport, _w = dests.pop(k)
-        expected.append(f"delete real server {rip}:{rport} from TCP {lab.VIP}:{port}")
+        dests.pop(k)
         port, dests = tab[20 + k]
         dests.append((RIPS[k], 9000, 1))
-        expected.append(f"add real server {RIPS[k]}:9000 to TCP {lab.VIP}:{port}")
-    return tab, sorted(expected)
+    return tab, ["add 10 real servers", "delete 10 real servers", "edit 10 real servers"]
 
 
 def restore_rules(tab):
@@ -205,9 +202,7 @@ def reconcile(rows, tmp):
             az_change = ansiballz(f"change-{n}", module_args(changed_tab), tmp)
             on("director", load)
             change, change_runs = timed(f"/usr/bin/python3 {az_change}", load,
-                                        lambda s: s["changed"] and s["changes"] == 30)
-            ops = json.loads(on("director", f"python3 -c \"import json; print(json.dumps(json.load(open('{REMOTE}/out.json'))['changes']))\""))
-            assert sorted(ops) == expected_ops, sorted(set(ops) ^ set(expected_ops))
+                                        lambda s, kinds=expected_ops: s["changed"] and s["changes"] == 30 and sorted(s["kinds"]) == kinds)
             after = kernel_table()
             put(f"{REMOTE}/changed.rules", restore_rules(changed_tab))
             on("director", f"ipvsadm -C && ipvsadm-restore < {REMOTE}/changed.rules")
@@ -230,14 +225,13 @@ def reconcile(rows, tmp):
         ("3. the same", results["change"], "ipvsadm-restore from empty", r10k["restore"], None),
     ]
     for what in ("empty", "noop", "restore"):
-        # Cost per destination above the floor (the restore: above nothing), in microseconds.
-        fixed = 0.0 if what == "restore" else base
-        per = {n: (results[n][what] - fixed) / n * 1e6 for n in (1000, 10000, 50000)}
+        # The cost of one more destination: the time added per destination from one size to the next, in
+        # microseconds (the fixed cost, the floor, drops out). Constant when the time grows linearly.
+        per = {(a, b): (results[b][what] - results[a][what]) / (b - a) * 1e6 for a, b in ((1000, 10000), (10000, 50000))}
         label = {"empty": "reconcile from empty", "noop": "no-op reconcile", "restore": "ipvsadm-restore"}[what]
-        goal = (0.8, 1.2) if what == "empty" else None
-        rows += [(f"4. scaling, {label}: cost per destination{'' if what == 'restore' else ' above the floor'}, "
-                  f"{big:,} vs {small:,} destinations (µs: {per[big]:.0f} vs {per[small]:.0f})",
-                  per[big], f"the same at {small:,}", per[small], goal, "µs") for small, big in ((1000, 10000), (10000, 50000))]
+        rows.append((f"4. scaling, {label}: time per added destination from 10,000 to 50,000 (baseline: from 1,000 to "
+                     f"10,000)", per[10000, 50000], "from 1,000 to 10,000", per[1000, 10000],
+                     (0.8, 1.2) if what != "restore" else None, "µs"))
     rows += [("1. (for reference) 50,000 destinations from empty", r50k["empty"], "ipvsadm-restore", r50k["restore"], None),
              ("1. (for reference) 10,000 from empty through ansible-playbook (no pipelining), task wall time",
               results["ansible_empty"], "ipvsadm-restore", r10k["restore"], None)]

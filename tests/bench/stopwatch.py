@@ -2,7 +2,7 @@
 """Runs on the lab director: time one command, wall clock, from exec to exit.
 
     python3 stopwatch.py OUT ARGV...   prints {"seconds": s, "rc": rc}; the command's stdout goes to OUT. When that is a
-                                    module's JSON result, its changed, failed, msg and number of changes are added.
+                                    module's JSON result, its changed, failed, msg and number of operations (changes) are added.
 A command's stdin is /dev/null unless it is `ipvsadm-restore FILE` (the file is its stdin)."""
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def main():
         with open(out) as fh:
             result = json.load(fh)
         summary.update((k, result.get(k)) for k in ("changed", "failed", "msg"))
-        summary["changes"] = len(result.get("changes", []))
+        # ipvs_table's operations; its compact result counts them by kind in changes.
+        summary["changes"] = result["operations"] if "operations" in result else len(result.get("changes", []))
+        summary["kinds"] = result.get("changes") if "operations" in result and len(result.get("changes", [])) < 10 else None
     except ValueError:
         pass
     print(json.dumps(summary))

@@ -397,8 +397,16 @@ def test_compact_returns_the_touched_services_by_name(table_kernel, capsys):
                               "purge_services": True, "compact": True}, capsys)
     assert result["services"] == ["TCP 198.51.100.10:80", "TCP 198.51.100.10:82"]
     assert result["removed"] == ["TCP 198.51.100.10:81"]
-    assert result["changes"] == ["delete service TCP 198.51.100.10:81", "edit service TCP 198.51.100.10:80",
-                                 "add service TCP 198.51.100.10:82"]
+    assert result["changes"] == ["delete 1 service", "edit 1 service", "add 1 service"] and result["operations"] == 3
+    # Real servers counted too, each kind in the order it first comes; diff mode still shows the services in full.
+    table_kernel.held = [held(80)]
+    dests = ["198.51.100.%d" % n for n in range(102, 112)]
+    result = run(ipvs_table, {"services": [{"address": VIP, "port": 80, "real_servers": dests},
+                                           {"address": VIP, "port": 83, "real_servers": dests[:2]}],
+                              "purge_real_servers": True, "compact": True, "_ansible_diff": True}, capsys)
+    assert result["changes"] == ["delete 1 real server", "add 12 real servers", "add 1 service"]
+    assert result["operations"] == 14 and result["services"] == ["TCP 198.51.100.10:80", "TCP 198.51.100.10:83"]
+    assert len(result["diff"]["after"]["TCP 198.51.100.10:80"]["real_servers"]) == 10
 
 
 class TimeoutsSession(FakeSession):
