@@ -509,13 +509,17 @@ def _plan_dests(svc, have, dests_wanted, purge, after_dests):
 def _plan_parsed_dests(svc, current, parsed, purge):
     """Operations on svc's real servers from parse_dest tuples, compared as tuples: a dict is made only for an
     operation. current: the kernel's real servers of the service."""
-    have = dict((dest_id(d), d) for d in current)
+    have = {(d["address"], d["port"]): d for d in current}
     ops = []
     if purge:
         wanted = set(p[:2] for p in parsed)
         ops += [(CMD_DEL_DEST, svc, have[did]) for did in sorted(set(have) - wanted)]
     for j, dest in enumerate(parsed):
         old = have.get(dest[:2])
+        if old is not None and dest[2] is None and dest[4] is None and dest[5] is None and (
+                dest[3] is None or dest[3] == old["weight"]) and old["forwarding"] == "masq" and (
+                old["lower_threshold"] <= old["upper_threshold"]):
+            continue  # at most the weight given, as the kernel holds it (masquerading, valid thresholds): no change
         fields, base = _dest_fields(dest, old, svc, j)
         if old is None:
             ops.append((CMD_NEW_DEST, svc, _dest_dict(dest, fields)))

@@ -247,7 +247,7 @@ def through_ansible(name, tmp):
     for _run in range(min(RUNS, 3)):
         on("director", "ipvsadm -C")
         out = tmp / "times.json"
-        playbook(["-i", lab.INVENTORY, tmp / "ipvs_table.yml", "-e", f"@{tmp / (name + '.json')}"], env=callback_env(out))
+        playbook(["-i", lab.INVENTORY, tmp / f"{name}.yml", "-e", f"@{tmp / (name + '.json')}"], env=callback_env(out))
         times.append(json.loads(out.read_text())["times"]["The table"])
     return statistics.median(times)
 
