@@ -519,15 +519,17 @@ class IPVS(object):
         self._seq += 1
         return self._seq, _HDR.pack(_HDR.size + len(payload), self.family, flags, self._seq, 0, cmd, 1, 0) + payload
 
-    def _replies(self):
-        """Yield (seq, type, flags, body) for every netlink message the kernel sends back.
+    def _receive(self):
+        """What the kernel sends next (one recv). Raises _NoAnswer when nothing arrives within TIMEOUT seconds: a
+        blocking recv() would wait forever."""
+        if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
+            raise _NoAnswer()
+        return self._sock.recv(1 << 20)
 
-        Raises _NoAnswer when nothing arrives within TIMEOUT seconds: a blocking recv() would wait forever.
-        """
+    def _replies(self):
+        """Yield (seq, type, flags, body) for every netlink message the kernel sends back (_receive's _NoAnswer)."""
         while True:
-            if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
-                raise _NoAnswer()
-            data = self._sock.recv(1 << 20)
+            data = self._receive()
             off, size = 0, len(data)
             while off + 16 <= size:
                 n, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, off)
@@ -555,9 +557,7 @@ class IPVS(object):
         real servers is 10,000 messages; the per-message generator of _replies cost a third of reading them)."""
         out = []
         while True:
-            if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
-                raise _NoAnswer()
-            data = self._sock.recv(1 << 20)
+            data = self._receive()
             off, size = 0, len(data)
             while off + 16 <= size:
                 n, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, off)
