@@ -295,7 +295,7 @@ def _address(value, where):
     try:
         return _known_address(value)
     except (InvalidInput, TypeError):  # checked again to name where it is (TypeError: not hashable, not text)
-        return _real_server_address(value, where)
+        return _real_server_address(value, _entry_name(where))
 
 
 def _dest_options(entry, where):
@@ -314,43 +314,33 @@ def _dest_options(entry, where):
     return given
 
 
+def _entry_name(where):
+    """The name of a real server in a message: where as given, or real_servers[where] for an index (a large table's
+    entries get a name only when one is refused)."""
+    return "real_servers[%d]" % where if isinstance(where, int) else where
+
+
 def _compact_dest(text, where):
     match = _COMPACT_DEST.fullmatch(text)
     if not match:
         raise InvalidInput("%s=%s is neither ADDRESS, ADDRESS:PORT nor ADDRESS:PORT:WEIGHT (an IPv6 address in "
-                           "brackets)" % (where, _show(text)))
+                           "brackets)" % (_entry_name(where), _show(text)))
     v6, v4, port, weight = match.groups()
     address, family = _address(v6 or v4, where)
     if v6 is not None and family != "ipv6":
-        raise InvalidInput("%s=%s: only an IPv6 address goes in brackets" % (where, _show(text)))
+        raise InvalidInput("%s=%s: only an IPv6 address goes in brackets" % (_entry_name(where), _show(text)))
     port = None if port is None else int(port)
     weight = None if weight is None else int(weight)
-    _int_range("%s port" % where, port, 0, MAX_U16)
-    _int_range("%s weight" % where, weight, 0, MAX_U16)
+    # Only digits get here: a value out of range is too large. The message is made only then.
+    if port is not None and port > MAX_U16:
+        _int_range("%s port" % _entry_name(where), port, 0, MAX_U16)
+    if weight is not None and weight > MAX_U16:
+        _int_range("%s weight" % _entry_name(where), weight, 0, MAX_U16)
     return address, family, port, None, weight, None, None
 
 
-def _quick_compact(text, key):
-    """parse_dest of well-formed compact text whose address was checked before; None for anything else, which
-    parse_dest then reads to name what is wrong. The path of a large table: no message is built."""
-    match = _COMPACT_DEST.fullmatch(text)
-    if match is None:
-        return None
-    v6, v4, port, weight = match.groups()
-    try:
-        address, family = _known_address(v6 or v4)
-    except (InvalidInput, TypeError):
-        return None
-    if family != key["family"] or (v6 is not None) != (family == "ipv6"):
-        return None
-    port = (key["port"] if not key["fwmark"] else 0) if port is None else int(port)
-    weight = None if weight is None else int(weight)
-    if port > MAX_U16 or (weight is not None and weight > MAX_U16):
-        return None
-    return address, port, None, weight, None, None
-
-
 def _dict_dest(entry, where):
+    where = _entry_name(where)
     unknown = [k for k in entry if k not in DEST_OPTIONS]
     if unknown:
         raise InvalidInput("%s: %s is not an option of a real server (it takes %s)" % (
@@ -365,17 +355,17 @@ def parse_dest(entry, key, where="real server"):
     """A real server on its own, checked against its service's key: a dict (address and the options of
     DEST_OPTIONS) or the compact text ADDRESS[:PORT[:WEIGHT]]. The planner's tuple: (address, port, forwarding,
     weight, upper_threshold, lower_threshold), options left out None, the port the service's when left out (0 for a
-    fwmark service: each packet keeps its port)."""
+    fwmark service: each packet keeps its port). where: the entry's name, or its index j for real_servers[j]."""
     if isinstance(entry, str):
         address, family, port, forwarding, weight, upper, lower = _compact_dest(entry, where)
     elif isinstance(entry, dict):
         address, family, port, forwarding, weight, upper, lower = _dict_dest(entry, where)
     else:
         raise InvalidInput("%s=%s is neither a dict with address, port, ... nor ADDRESS:PORT:WEIGHT text" % (
-            where, _show(entry)))
+            _entry_name(where), _show(entry)))
     if family != key["family"]:
         raise InvalidInput("%s address=%s is %s but the service %s is %s" % (
-            where, address, family, describe_service(key), key["family"]))
+            _entry_name(where), address, family, describe_service(key), key["family"]))
     if port is None:
         port = key["port"] if not key["fwmark"] else 0
     return address, port, forwarding, weight, upper, lower
@@ -390,9 +380,7 @@ def parse_dests(entries, key):
         raise InvalidInput("real_servers=%s is not a list" % _show(entries))
     out, seen = [], set()
     for j, entry in enumerate(entries):
-        dest = _quick_compact(entry, key) if isinstance(entry, str) else None
-        if dest is None:
-            dest = parse_dest(entry, key, "real_servers[%d]" % j)
+        dest = parse_dest(entry, key, j)
         if dest[:2] in seen:
             named = describe_dest(dict(address=dest[0], port=dest[1]))
             raise InvalidInput("real_servers[%d]: %s is listed twice" % (j, named))
@@ -416,7 +404,7 @@ def _dest_fields(parsed, current, svc, where):
 
 
 def _refuse_dest(parsed, fields, svc, where):
-    where = "real_servers[%d]" % where if isinstance(where, int) else where
+    where = _entry_name(where)
     forwarding, _weight, upper, lower = fields
     dest = describe_dest(dict(address=parsed[0], port=parsed[1]))
     if lower > upper:
