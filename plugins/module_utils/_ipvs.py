@@ -683,7 +683,7 @@ class IPVS(object):
         try:
             for seq, kind, _flags, body in self._replies():
                 if kind == NLMSG_ERROR and seq in pending:
-                    codes[pending.pop(seq)] = -struct.unpack_from("=i", body)[0]
+                    codes[pending.pop(seq)] = -_I32.unpack_from(body)[0]
                     if seq == last:
                         for i in pending.values():
                             codes[i] = 0

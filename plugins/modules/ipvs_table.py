@@ -381,19 +381,21 @@ def reconcile(module, parsed, owned, timeouts):
     """The timeouts (when given), then the table: read (settings, no counters), plan, apply unless check mode.
     (ops, current, after, removed, (timeouts before, after) or None)."""
     p = module.params
+    # A compact result names the touched services only: without diff mode, their real servers are neither predicted
+    # nor read back.
+    full = not p["compact"] or module._diff
     with _ipvs.Session(module) as kernel:
         times = kernel.reconcile_timeouts(timeouts) if timeouts is not None else None
         current = kernel.table(counters=False)
-        # A compact result names the touched services only: without diff mode, nothing predicts their real servers.
         ops, after, removed = _ipvs_plan.plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"],
-                                                    owned=owned, parsed=parsed, predict=not p["compact"] or module._diff)
+                                                    owned=owned, parsed=parsed, predict=full)
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.
             kernel.apply(ops, before=current, schedulers=schedulers)
-            # The result and the diff show the touched services as the kernel then holds them; a compact result
-            # names them only (the kernel applied every operation: a refusal would have raised).
-            if not p["compact"] or module._diff:
+            # The result and the diff show the touched services as the kernel then holds them (the kernel applied
+            # every operation: a refusal would have raised).
+            if full:
                 after = read_back(kernel, after)
     return ops, current, after, removed, times
 
@@ -447,7 +449,6 @@ def run(module):
         recorded = files.install(module) if files else dict(changed=False, diff=[])
     # Only what the run touched: a large table's unchanged services would make every result (and its processing by
     # ansible-core) as large as the table. lvs.nat.ipvs_info reads the whole table.
-    touched = set(_ipvs_names.service_id(op[1]) for op in ops)
     view = _ipvs_names.describe_service if p["compact"] else _ipvs_plan.config_view
     set_times = times is not None and times[0] != times[1]
     changes = (["set the timeouts " + " ".join("%s=%d" % (n, times[1][n]) for n in _ipvs_names.TIMEOUT_NAMES
@@ -460,6 +461,7 @@ def run(module):
         result["timeouts"] = times[1]
     if module._diff:
         # Mappings (service -> its settings and real servers): ansible-core's diff display takes text or a mapping.
+        touched = set(_ipvs_names.service_id(op[1]) for op in ops)
         table_diff = dict(before=_by_service(svc for svc in current if _ipvs_names.service_id(svc) in touched),
                           after=_by_service(svc for svc in after if svc))
         if set_times:
