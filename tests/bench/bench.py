@@ -44,6 +44,13 @@ REMOTE = "/tmp/lvsbench"
 MARKER = "<!-- end of the generated part: ./run bench rewrites everything above this line -->"
 # The collection as it was before issue 14's speed work (0.2.0 and the role's one ipvs_table run): the no-op baseline.
 BASELINE_REV = "8589100"
+# "From empty" is a kernel that holds nothing: ip_vs reloaded. After ipvsadm -C the kernel keeps the deleted
+# destinations in its trash for a few minutes (ip_vs_ctl.c, ip_vs_dest_trash), and every destination added meanwhile is
+# first looked up there, one entry at a time (ip_vs_trash_get_dest): a restore of 50,000 right after clearing 50,000
+# took 58 s instead of 25 s on the lab director (2026-12-03). Measured after ipvsadm -C alone, each run of a size paid
+# for the previous run's table, and the larger the table the more (the scaling figure grew with it).
+FRESH = ("ipvsadm -C && for m in $(awk '$1 ~ /^ip_vs_/ {print $1}' /proc/modules); do rmmod $m; done "
+         "&& rmmod ip_vs && modprobe ip_vs")
 SIZES = (10, 100, 500)  # services of 100 real servers: 1,000, 10,000 and 50,000 destinations
 # Real servers for the large tables: 50 addresses of the private segment (not the DIP nor the lab's real servers),
 # two ports each, so 100 per service; services on consecutive ports of the VIP.
@@ -183,12 +190,12 @@ def reconcile(rows, tmp):
         say(f"reconcile: {n_services} services x 100 real servers = {n} destinations")
         rules = f"{REMOTE}/table-{n}.rules"
         put(rules, restore_rules(tab))
-        load = f"ipvsadm -C && ipvsadm-restore < {rules}"
-        restore, restore_runs = timed(f"ipvsadm-restore {rules}", "ipvsadm -C")
+        load = f"{FRESH} && ipvsadm-restore < {rules}"
+        restore, restore_runs = timed(f"ipvsadm-restore {rules}", FRESH)
         expected = kernel_table()
         assert len([line for line in expected if line.startswith("-a")]) == n
         az = ansiballz(f"full-{n}", module_args(tab), tmp)
-        empty, empty_runs = timed(f"/usr/bin/python3 {az}", "ipvsadm -C",
+        empty, empty_runs = timed(f"/usr/bin/python3 {az}", FRESH,
                                   lambda s, ops=n + n_services: s["changed"] and s["changes"] == ops)
         assert kernel_table() == expected, "the module's table differs from ipvsadm-restore's"
         noop, noop_runs = timed(f"/usr/bin/python3 {az}", load, lambda s: not s["changed"] and s["changes"] == 0)
@@ -205,7 +212,7 @@ def reconcile(rows, tmp):
                                         lambda s, kinds=expected_ops: s["changed"] and s["changes"] == 30 and sorted(s["kinds"]) == kinds)
             after = kernel_table()
             put(f"{REMOTE}/changed.rules", restore_rules(changed_tab))
-            on("director", f"ipvsadm -C && ipvsadm-restore < {REMOTE}/changed.rules")
+            on("director", f"{FRESH} && ipvsadm-restore < {REMOTE}/changed.rules")
             assert kernel_table() == after, "the small change left a table other than the declared one"
             results["change"] = change
             results["ansible_empty"] = through_ansible(f"full-{n}", tmp)
@@ -245,7 +252,7 @@ def through_ansible(name, tmp):
     """Median wall time of the ipvs_table task (controller to director and back, default settings) from empty."""
     times = []
     for _run in range(min(RUNS, 3)):
-        on("director", "ipvsadm -C")
+        on("director", FRESH)
         out = tmp / "times.json"
         playbook(["-i", lab.INVENTORY, tmp / f"{name}.yml", "-e", f"@{tmp / (name + '.json')}"], env=callback_env(out))
         times.append(json.loads(out.read_text())["times"]["The table"])
