@@ -15,8 +15,6 @@ import functools
 import ipaddress
 import re
 
-from ansible.module_utils.parsing.convert_bool import boolean
-
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     ALL_SCHED_FLAGS,
@@ -77,13 +75,22 @@ def _choice(name, value, choices):
     return value
 
 
+# ansible's convert_bool.boolean(strict=True) accepts these; kept here so that lvs-nat-healthd, which runs this
+# planner on a director without ansible, imports nothing from ansible.
+_TRUE = frozenset(("y", "yes", "on", "1", "true", "t", 1))
+_FALSE = frozenset(("n", "no", "off", "0", "false", "f", 0))
+
+
 def _flag(name, value):
-    if value is None:
-        return None
-    try:
-        return boolean(value, strict=True)
-    except TypeError:
-        raise InvalidInput("%s=%s is not a boolean" % (name, _show(value))) from None
+    if value is None or isinstance(value, bool):
+        return value
+    key = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    key = key.strip().lower() if isinstance(key, str) else key if isinstance(key, (int, float)) else None
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    raise InvalidInput("%s=%s is not a boolean" % (name, _show(value)))
 
 
 # Address text: ASCII hex digits, dots and colons only (no zone, no space, no other digits).
