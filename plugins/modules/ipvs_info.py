@@ -14,6 +14,7 @@ description:
     (what C(ipvsadm -Ln --stats) and C(ipvsadm -Ln --rate) show), plus the global timeouts.
   - Read-only. Where the C(ip_vs) kernel module is not loaded, the kernel holds no table; the module then reports
     RV(ipvs_loaded=false) and loads nothing.
+  - Also returns the state of the health service that M(lvs.nat.ipvs_health) installs (RV(health)), when it runs.
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -31,6 +32,7 @@ notes:
   - The kernel sums its per-CPU counters into these totals and computes the rates every 2 seconds.
 seealso:
   - module: lvs.nat.ipvs_service
+  - module: lvs.nat.ipvs_health
 """
 
 EXAMPLES = r"""
@@ -106,11 +108,49 @@ services:
         - Real servers with their settings, V(active_conns), V(inactive_conns), V(persist_conns) and V(stats).
       type: list
       elements: dict
+health:
+  description:
+    - The state of the health service C(lvs-nat-healthd) (M(lvs.nat.ipvs_health)) as it wrote it last, from
+      C(/run/lvs-nat/health.json); null when there is no such file (the service never ran since boot, or is not
+      installed).
+    - Each real server's health, per checked service, and whether the service's sorry server is in use.
+  returned: always
+  type: dict
+  version_added: 0.4.0
+  sample:
+    version: 1
+    generation: 3f2a9c0d51e4b7a8
+    round: 120
+    pid: 812
+    updated: 1733190240.2
+    services:
+      - service: TCP 198.51.100.10:80
+        sorry_server_active: false
+        real_servers:
+          - {address: 198.51.100.101, port: 8080, healthy: true, since: 1733190000.5, last_result: ok, reason: ok,
+             checks: 120}
+  contains:
+    generation:
+      description: The generation of the declaration the service last reconciled the kernel with.
+      type: str
+    round:
+      description: A counter that increases after each check round and reconcile.
+      type: int
+    updated:
+      description: When the state was written, in seconds since the epoch.
+      type: float
+    services:
+      description:
+        - Per checked service (V(service), named as C(TCP 198.51.100.10:80)), V(sorry_server_active) and
+          V(real_servers), each with V(address), V(port), V(healthy), V(since) (seconds since the epoch),
+          V(last_result) (V(ok) or V(fail)), V(reason) (as C(connection refused), C(status 503)) and V(checks).
+      type: list
+      elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils import _health, _ipvs
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
@@ -119,11 +159,14 @@ def build_module():
 
 
 def run(module):
+    # The path read at each run (not read_state's default): the unit tests point it at a tmp file.
+    health = _health.read_state(_health.STATE_PATH)
     with _ipvs.Session(module) as kernel:
         info = kernel.info()
         if info is None:  # ip_vs not loaded: the kernel holds no table (reading loads nothing)
-            return dict(changed=False, ipvs_loaded=False, services=[])
-        result = dict(changed=False, ipvs_loaded=True, services=kernel.table(), timeouts=kernel.timeouts())
+            return dict(changed=False, ipvs_loaded=False, services=[], health=health)
+        result = dict(changed=False, ipvs_loaded=True, services=kernel.table(), timeouts=kernel.timeouts(),
+                      health=health)
     result.update(info)
     return result
 
