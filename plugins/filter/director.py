@@ -15,7 +15,7 @@ import re
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.lvs.nat.plugins.module_utils import _netfilter, _sysctl
+from ansible_collections.lvs.nat.plugins.module_utils import _health, _netfilter, _sysctl
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import (
     IPVS_SERVICE_SPEC,
     IPVS_TIMEOUTS_SPEC,
@@ -40,7 +40,9 @@ from ansible_collections.lvs.nat.plugins.modules.sysctl_forwarding import wanted
 # What a director_services entry takes: ipvs_service options, plus the role's real_server_port and real_servers.
 ROLE_SERVICE_OPTIONS = ("protocol", "port", "fwmark", "scheduler", "scheduler_flags", "persistence_timeout",
                         "persistence_prefix", "one_packet")
-ROLE_SERVICE_KEYS = ROLE_SERVICE_OPTIONS + ("real_server_port", "real_servers")
+# check, sorry_server, quorum: a service checked by lvs-nat-healthd (lvs.nat.ipvs_health), which then writes it.
+HEALTH_KEYS = ("check", "sorry_server", "quorum")
+ROLE_SERVICE_KEYS = ROLE_SERVICE_OPTIONS + ("real_server_port", "real_servers") + HEALTH_KEYS
 ROLE_REAL_SERVER_SPEC = dict((k, REAL_SERVER_SPEC[k]) for k in ("address", "port", "weight"))
 BACKENDS = ("auto", "nftables", "iptables")
 # pyroute2's source goes into a pip requirements file on the director: the same full matches as the install phase.
@@ -244,7 +246,24 @@ def _service(i, entry, ctx, errors):
         return None
     out = dict((k, v) for k, v in params.items() if v is not None and k not in ("state", "purge_real_servers"))
     out["real_servers"] = dests
-    return out
+    return _checked(where, entry, out, errors)
+
+
+def _checked(where, entry, out, errors):
+    """A service with check (or sorry_server, quorum: they need check) checked by lvs-nat-healthd's own validator
+    (_health.check_services), its errors naming director_services[i]; the entry with those keys, or None when bad."""
+    given = dict((k, entry[k]) for k in HEALTH_KEYS if entry.get(k) is not None)
+    if not given:
+        return out
+    if "check" not in given:
+        errors.add(["%s: %s need(s) check (they belong to a health-checked service)" % (where, ", ".join(sorted(given)))])
+        return None
+    try:
+        _health.check_services([dict(out, **given)])
+    except InvalidInput as e:
+        errors.add(["%s%s" % (where, re.sub(r"^services\[0\]", "", str(e)))])
+        return None
+    return dict(out, **given)
 
 
 def _vip(vip, declared, errors):
@@ -375,14 +394,21 @@ def director_plan(role_vars, groups=None, hostvars=None):
     """The director role's variables -> dict(services, nat_rules, sysctl, timeouts, errors)."""
     errors = _Errors()
     if not isinstance(role_vars, dict):
-        return dict(services=[], nat_rules=[], sysctl={}, timeouts={},
+        return dict(services=[], table=[], checked=[], skip=[], nat_rules=[], sysctl={}, timeouts={},
                     errors=["director_plan takes a mapping of the role's variables, not %s" % _show(role_vars)])
     services = _services(role_vars, groups, hostvars if hostvars is not None else {}, errors)
     nat_rules = _nat_rules(role_vars, services, errors)
     sysctl = _sysctl_settings(role_vars.get("director_sysctl"), errors)
     timeouts = _timeouts(role_vars.get("director_timeouts"), errors)
     _other_variables(role_vars, errors)
-    return dict(services=services, nat_rules=nat_rules, sysctl=sysctl, timeouts=timeouts, errors=list(errors))
+    # One writer per service: the checked ones go to lvs-nat-healthd (ipvs_health), the others to ipvs_table, which
+    # leaves the checked ones alone (its owned.skip).
+    table = [svc for svc in services if "check" not in svc]
+    checked = [svc for svc in services if "check" in svc]
+    skip = [dict((k, svc[k]) for k in ("protocol", "address", "port", "fwmark", "family") if svc.get(k) is not None)
+            for svc in checked]
+    return dict(services=services, table=table, checked=checked, skip=skip, nat_rules=nat_rules, sysctl=sysctl,
+                timeouts=timeouts, errors=list(errors))
 
 
 # ---------------------------------------------------------------- the role's verify phase (lvs.nat.director_differences)
@@ -397,25 +423,32 @@ def _address(text):
 
 def _service_line(svc):
     """(key, scheduler, sorted "address/port/weight/forwarding" of its real servers) of a declared or kernel service."""
-    if svc.get("fwmark"):
-        key = "fwmark %d" % int(svc["fwmark"])
-    else:
-        key = "%s %s:%d" % (svc["protocol"], _address(svc["address"]), int(svc["port"]))
+    key = _key(svc)
     real_servers = sorted("%s/%d/%d/%s" % (_address(rs["address"]), int(rs["port"]), int(rs["weight"]), rs["forwarding"])
                           for rs in svc["real_servers"])
     return key, svc["scheduler"], real_servers
 
 
-def director_differences(declared_services, kernel_services, vip, purge_real_servers=False):
-    """What the kernel holds differently from the declared services (director_plan's services): each declared
+def _key(svc):
+    if svc.get("fwmark"):
+        return "fwmark %d" % int(svc["fwmark"])
+    return "%s %s:%d" % (svc.get("protocol") or "tcp", _address(svc["address"]), int(svc["port"]))
+
+
+def director_differences(declared_services, kernel_services, vip, purge_real_servers=False, skip=()):
+    """What the kernel holds differently from the declared services (director_plan's table): each declared
     service missing or held otherwise, and each kernel service on the VIP or with a declared mark that is not
-    declared; another tool's services elsewhere are not ours. Empty when the kernel holds them as declared."""
+    declared; another tool's services elsewhere are not ours, nor are the services of skip (director_plan's skip:
+    lvs-nat-healthd writes those). Empty when the kernel holds them as declared."""
     purge = boolean(purge_real_servers, strict=False)
     declared = [_service_line(s) for s in declared_services]
     marks = set(int(s["fwmark"]) for s in declared_services if s.get("fwmark") is not None)
+    skipped = set(_key(s) for s in skip or ())
     vip = _address(vip)
     held = {}
     for svc in kernel_services:
+        if _key(svc) in skipped:
+            continue
         if (int(svc["fwmark"]) in marks) if svc.get("fwmark") else _address(svc["address"]) == vip:
             key, scheduler, real_servers = _service_line(svc)
             held[key] = (scheduler, real_servers)

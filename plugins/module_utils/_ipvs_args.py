@@ -65,6 +65,7 @@ IPVS_TABLE_SPEC = dict(
     owned=dict(type="dict", options=dict(
         addresses=dict(type="list", elements="str", default=[]),
         path=dict(type="path", default="/etc/lvs-nat/ipvs-owned-fwmarks"),
+        skip=dict(type="list", elements="dict", default=[], options=SERVICE_KEY_SPEC, **SERVICE_KEY_RELATIONS),
     )),
     compact=dict(type="bool", default=False),
     timeouts=dict(type="dict", options=dict((n, dict(type="int")) for n in TIMEOUT_NAMES)),

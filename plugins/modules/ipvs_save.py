@@ -56,6 +56,34 @@ options:
       - See O(addresses) for what happens when neither is set.
     type: list
     elements: int
+  skip:
+    description:
+      - Services that are not saved although O(addresses) or O(fwmarks) owns them, by their key (O(skip[].protocol),
+        O(skip[].address) and O(skip[].port), or O(skip[].fwmark)) - the services lvs-nat-healthd writes
+        (M(lvs.nat.ipvs_health)), whose real servers come and go with their health. That service puts them back at boot,
+        from its declaration.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.4.0
+    suboptions:
+      protocol:
+        description: The service's protocol.
+        type: str
+        choices: [tcp, udp, sctp]
+      address:
+        description: The service's virtual address.
+        type: str
+      port:
+        description: The service's port.
+        type: int
+      fwmark:
+        description: The firewall mark of a fwmark service, instead of protocol, address and port.
+        type: int
+      family:
+        description: The family of a fwmark service (default ipv4).
+        type: str
+        choices: [ipv4, ipv6]
   path:
     description:
       - The file this module owns.
@@ -118,7 +146,8 @@ import ipaddress
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import SERVICE_KEY_RELATIONS, SERVICE_KEY_SPEC
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32, service_id
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     InvalidInput,
     _int_range,
@@ -126,6 +155,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     dest_order,
     owned_addresses,
     owned_services,
+    service_key,
 )
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
@@ -217,6 +247,7 @@ def build_module():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             addresses=dict(type="list", elements="str"),
             fwmarks=dict(type="list", elements="int"),
+            skip=dict(type="list", elements="dict", default=[], options=SERVICE_KEY_SPEC, **SERVICE_KEY_RELATIONS),
             path=dict(type="path", default="/etc/lvs-nat/ipvs.rules"),
             unit_path=dict(type="path", default="/etc/systemd/system/lvs-nat-ipvs.service"),
         ),
@@ -224,8 +255,20 @@ def build_module():
     )
 
 
+def skipped(skip):
+    """skip as a set of service ids, each key checked (named skip[i])."""
+    out = set()
+    for i, entry in enumerate(skip or ()):
+        try:
+            out.add(service_id(service_key(entry)))
+        except InvalidInput as e:
+            raise InvalidInput("skip[%d]: %s" % (i, e)) from None
+    return out
+
+
 def check(params):
-    """Every option checked before anything is read or changed (check mode too); the owned selection."""
+    """Every option checked before anything is read or changed (check mode too); the owned selection (skip is
+    checked by skipped)."""
     for option in ("path", "unit_path"):
         problem = _persist.path_problem(params[option], option)
         if problem:
@@ -233,22 +276,22 @@ def check(params):
     return selection(params)
 
 
-def saved_state(module, selected):
+def saved_state(module, selected, skip=()):
     """The owned services as the kernel holds them (in the file's order), and the lines to save: those services
-    and the timeouts."""
+    (but skip's) and the timeouts."""
     with _ipvs.Session(module) as kernel:
         table, timeouts = kernel.table(counters=False), kernel.timeouts()
-    services = sorted(owned(table, selected), key=_service_order)
+    services = sorted((svc for svc in owned(table, selected) if service_id(svc) not in skip), key=_service_order)
     return services, render(services, timeouts)
 
 
 def run(module):
     p = module.params
-    selected = check(p)
+    selected, skip = check(p), skipped(p["skip"])
     present = p["state"] == "present"
     # One run at a time reads the kernel and replaces the file: two overlapping runs would save the older table last.
     with _persist.lock("ipvs_save"):
-        services, lines = saved_state(module, selected) if present else ([], [])
+        services, lines = saved_state(module, selected, skip) if present else ([], [])
         unit = _persist.unit_text("ipvs_save", "lvs.nat IPVS services, thresholds and timeouts",
                                   restore_command(p["path"]), ["systemd-modules-load.service", "local-fs.target"])
         files = _persist.Owned(files=[("path", p["path"], HEADER + "\n".join(lines) + "\n" if present else None, 0o600)],

@@ -148,6 +148,33 @@ options:
             any change.
         type: path
         default: /etc/lvs-nat/ipvs-owned-fwmarks
+      skip:
+        description:
+          - Services another writer holds (C(lvs-nat-healthd), see M(lvs.nat.ipvs_health)), by their key (O(services[].protocol),
+            O(services[].address) and O(services[].port), or O(services[].fwmark)), never removed, even on
+            O(owned.addresses), and never listed in O(services) (a service listed there too fails the task before any change).
+        type: list
+        elements: dict
+        default: []
+        version_added: 0.4.0
+        suboptions:
+          protocol:
+            description: The service's protocol.
+            type: str
+            choices: [tcp, udp, sctp]
+          address:
+            description: The service's virtual address.
+            type: str
+          port:
+            description: The service's port.
+            type: int
+          fwmark:
+            description: The firewall mark of a fwmark service, instead of protocol, address and port.
+            type: int
+          family:
+            description: The family of a fwmark service (default ipv4).
+            type: str
+            choices: [ipv4, ipv6]
   compact:
     description:
       - A small result for large changes. RV(services) and RV(removed) name the services the run touched, as
@@ -360,12 +387,29 @@ def owned_file(owned, keys):
     if owned is None:
         return None, None
     addresses = _ipvs_plan.owned_addresses(owned["addresses"], "owned.addresses")
+    skipped = skipped_services(owned["skip"], keys)
     problem = _persist.path_problem(owned["path"], "owned.path")
     if problem:
         raise _ipvs_plan.InvalidInput(problem)
     listed = [key["fwmark"] for key in keys if key["fwmark"]]
     files = _persist.Owned(files=[("owned.path", owned["path"], owned_text(listed), 0o644)])
-    return (addresses, parse_owned(files.plan[0]["before"], owned["path"])), files
+    return (addresses, parse_owned(files.plan[0]["before"], owned["path"]), skipped), files
+
+
+def skipped_services(skip, keys):
+    """owned.skip as a set of service ids, each key checked (named owned.skip[i]); a listed service that is also
+    skipped would have two writers: InvalidInput naming both."""
+    skipped = {}
+    for i, entry in enumerate(skip or ()):
+        try:
+            skipped[_ipvs_names.service_id(_ipvs_plan.service_key(entry))] = i
+        except _ipvs_plan.InvalidInput as e:
+            raise _ipvs_plan.InvalidInput("owned.skip[%d]: %s" % (i, e)) from None
+    for j, key in enumerate(keys):
+        if _ipvs_names.service_id(key) in skipped:
+            raise _ipvs_plan.InvalidInput("services[%d]: %s is also in owned.skip[%d]: a service has one writer" % (
+                j, _ipvs_names.describe_service(key), skipped[_ipvs_names.service_id(key)]))
+    return frozenset(skipped)
 
 
 def _by_service(services):
@@ -387,8 +431,11 @@ def reconcile(module, parsed, owned, timeouts):
     with _ipvs.Session(module) as kernel:
         times = kernel.reconcile_timeouts(timeouts) if timeouts is not None else None
         current = kernel.table(counters=False)
-        ops, after, removed = _ipvs_plan.plan_table(current, p["services"], p["purge_services"], p["purge_real_servers"],
-                                                    owned=owned, parsed=parsed, predict=full)
+        # owned.skip: another writer's services are not in the table this run plans, so none of them is removed.
+        skipped = owned[2] if owned else ()
+        ours = [svc for svc in current if _ipvs_names.service_id(svc) not in skipped] if skipped else current
+        ops, after, removed = _ipvs_plan.plan_table(ours, p["services"], p["purge_services"], p["purge_real_servers"],
+                                                    owned=owned and owned[:2], parsed=parsed, predict=full)
         if ops and not module.check_mode:
             schedulers = sorted(set(svc["scheduler"] for svc in after))
             # A refusal rolls back what the run applied, so a failed task leaves the table as it found it.

@@ -380,12 +380,16 @@ def test_the_director_role_saves_its_vip_and_declared_fwmarks():
     assert calls
     env = jinja2.Environment()
     services = [dict(protocol="tcp", port=80), dict(fwmark=7), dict(fwmark=9, scheduler="sh")]
-    variables = dict(director_vip=VIP, director_services=services, _director_services=services)
+    skip = [dict(protocol="tcp", address=VIP, port=80)]
+    variables = dict(director_vip=VIP, director_services=services, _director_services=services,
+                     _director_plan=dict(skip=skip))
     for call in calls:
         rendered = {k: env.from_string(v if isinstance(v, str) else yaml.safe_dump(v)).render(variables)
                     for k, v in call.items()}
         assert yaml.safe_load(rendered["addresses"]) == [VIP]
         assert yaml.safe_load(rendered["fwmarks"]) == [7, 9]
+        # lvs-nat-healthd's services are not saved (director_plan's skip).
+        assert yaml.safe_load(rendered["skip"].replace("'", '"')) == skip
 
 
 def test_absent_removes_the_file_and_the_unit_without_reading_the_kernel(fake_kernel, tmp_path):
@@ -400,3 +404,16 @@ def test_absent_removes_the_file_and_the_unit_without_reading_the_kernel(fake_ke
     assert r["changed"] and not path.exists() and not unit_path.exists()
     assert not (tmp_path / "system" / "multi-user.target.wants" / "lvs-nat-ipvs.service").is_symlink()
     assert fake_kernel.opened == [] and run(dict(args, state="absent"))["changed"] is False
+
+
+
+def test_skipped_services_are_not_saved(fake_kernel, tmp_path):
+    # lvs-nat-healthd's services: on the owned address, yet not saved (their real servers are health, not
+    # configuration); a bad key is named before anything is read.
+    path, unit_path = str(tmp_path / "ipvs.rules"), str(tmp_path / "lvs-nat-ipvs.service")
+    args = dict(addresses=[VIP], path=path, unit_path=unit_path, skip=[{"protocol": "tcp", "address": VIP, "port": 80}])
+    r = run(args)
+    assert r["rules"] and not [line for line in r["rules"] if "198.51.100.10:80 " in line + " "], r["rules"]
+    assert [s for s in r["services"] if s["address"] == VIP] and not [s for s in r["services"] if s["port"] == 80]
+    with pytest.raises(InvalidInput, match=r"^skip\[0\]: address='x' is not an IPv4"):
+        run(dict(args, skip=[{"address": "x", "port": 80}]))

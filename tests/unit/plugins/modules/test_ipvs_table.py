@@ -189,7 +189,7 @@ def test_where_ip_vs_is_not_loaded_the_table_is_empty_and_purging_removes_nothin
     result = run(ipvs_table, dict(TABLE, purge_services=True, _ansible_check_mode=True, _ansible_diff=True), capsys)
     assert result["removed"] == [] and result["diff"]["before"] == {} and kernel.applied == []
     assert result["changes"][0] == "add service TCP 198.51.100.10:80"
-    assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], invocation={"module_args": {}})
+    assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], health=None, invocation={"module_args": {}})
 
 
 # -- owned: the services the task declared once and no longer lists are removed, nothing else
@@ -291,6 +291,32 @@ def test_bad_owned_values_and_files_are_refused_before_the_kernel_is_read(owned_
     result = run(ipvs_table, dict(owned_args(path), owned=dict({"addresses": [VIP], "path": str(path)}, **owned)), capsys)
     assert result["failed"] and result["msg"].startswith(message.format(path=path)), result["msg"]
     assert (kernel.opened, kernel.applied, path.read_text()) == (0, [], before)
+
+
+def test_owned_skip_leaves_another_writers_services_in_the_kernel(owned_table, capsys):
+    # VIP:81 and mark 7 are the health service's (owned.skip): on the owned address / a recorded mark, yet kept.
+    kernel, path = owned_table
+    args = owned_args(path, _ansible_diff=True)
+    args["owned"]["skip"] = [{"address": VIP, "port": 81}, {"fwmark": 7}]
+    result = run(ipvs_table, args, capsys)
+    assert not result.get("failed") and result["removed"] == [], result
+    ((ops, _before, _schedulers),) = kernel.applied
+    assert not [op for op in ops if describe_op(op).startswith("delete service")]
+    assert result["changes"] == ["add service FWM 9 (ipv4)", "add real server 198.51.100.101:0 to FWM 9 (ipv4)"]
+
+
+@pytest.mark.parametrize("skip, message", [
+    ([{"address": VIP, "port": 80}], "services[0]: TCP 198.51.100.10:80 is also in owned.skip[0]: a service has one writer"),
+    ([{"fwmark": 9}], "services[1]: FWM 9 (ipv4) is also in owned.skip[0]"),
+    ([{"fwmark": 5}, {"address": "198.51.100.x", "port": 80}], "owned.skip[1]: address='198.51.100.x' is not an IPv4"),
+])
+def test_a_skipped_service_cannot_be_listed_or_malformed(owned_table, capsys, skip, message):
+    kernel, path = owned_table
+    args = owned_args(path)
+    args["owned"]["skip"] = skip
+    result = run(ipvs_table, args, capsys)
+    assert result["failed"] and result["msg"].startswith(message), result["msg"]
+    assert (kernel.opened, kernel.applied) == (0, [])
 
 
 def test_owned_and_purge_services_are_mutually_exclusive(owned_table, capsys):
