@@ -261,7 +261,7 @@ def _checked(where, entry, out, errors):
     try:
         _health.check_services([dict(out, **given)])
     except InvalidInput as e:
-        errors.add(["%s%s" % (where, re.sub(r"^services\[0\]", "", str(e)))])
+        errors.add([re.sub(r"(?<!director_)services\[0\]", where, str(e))])
         return None
     return dict(out, **given)
 

@@ -25,6 +25,7 @@ REALSERVER_STATE = "ip route; cat /etc/systemd/system/lvs-nat-route.service 2>/d
 LAB_SERVICES = [{"protocol": "tcp", "port": 80, "scheduler": "wrr"},
                 {"protocol": "tcp", "port": 8080, "scheduler": "rr", "real_server_port": 80}]
 EXTRA = {"protocol": "tcp", "port": 8081, "scheduler": "rr", "real_server_port": 80}
+CHECK = {"type": "http", "interval": 1, "timeout": 1, "rise": 2, "fall": 2}
 INJECTED_RIP = '198.51.100.65"\n    - address: "198.51.100.166'
 INJECTED_IFACE = 'eth0"}\n- {type: accept, chain: input, source: "0.0.0.0/0'
 
@@ -82,6 +83,21 @@ CASES = [
     ("real server interface injection", dict(services(), realserver_interface="eth1; touch /tmp/y"),
      "realserver_interface: in_interface="),
     ("real server port with a newline", dict(services(), realserver_port="80\n"), "realserver_port: port="),
+    # Health checks (lvs-nat-healthd): refused in the preflight, naming the field.
+    ("check interval 0", bad_service(check=dict(CHECK, interval=0)), "director_services[2].check.interval=0 is out of range"),
+    ("check fall 0", bad_service(check=dict(CHECK, fall=0)), "director_services[2].check.fall=0 is out of range"),
+    ("check rise 0", bad_service(check=dict(CHECK, rise=0)), "director_services[2].check.rise=0 is out of range"),
+    ("check timeout beyond its interval", bad_service(check=dict(CHECK, timeout=3)),
+     "director_services[2].check.timeout=3 exceeds director_services[2].check.interval=1"),
+    ("unknown check type", bad_service(check=dict(CHECK, type="ping")), "got: ping"),
+    ("check path without /", bad_service(check=dict(CHECK, path="healthz")),
+     "director_services[2].check.path='healthz' must start with /"),
+    ("exec check not an absolute path", bad_service(check=dict(type="exec", command=["curl", "-f", "http://x/"])),
+     "director_services[2].check.command[0]='curl' is not an absolute path"),
+    ("expect_status 99", bad_service(check=dict(CHECK, expect_status=[99])),
+     "director_services[2].check.expect_status[0]=99 is out of range"),
+    ("sorry server not an address", bad_service(check=CHECK, sorry_server="nope"),
+     "director_services[2].sorry_server='nope' is not an address"),
 ]
 
 

@@ -438,3 +438,34 @@ def test_differences_read_ipvs_saves_services_as_well():
     saved[0]["real_servers"][1]["weight"] = 5
     assert differences(saved) == ["tcp 198.51.100.10:80 holds wrr 198.51.100.65/80/3/masq 198.51.100.66/80/5/masq, "
                                   "declared wrr %s" % HELD_80]
+
+
+# -- health checks: a service with check goes to lvs-nat-healthd (checked), the others to ipvs_table (table)
+
+def test_a_checked_service_goes_to_the_health_service_and_is_skipped_by_the_table():
+    check = {"type": "http", "interval": 1, "timeout": 1, "rise": 2, "fall": 2}
+    out = plan(director_services=[{"protocol": "tcp", "port": 80, "scheduler": "wrr", "check": check,
+                                   "sorry_server": "198.51.100.200:8080"},
+                                  {"protocol": "tcp", "port": 8080, "scheduler": "rr"}])
+    assert out["errors"] == []
+    assert [s["port"] for s in out["table"]] == [8080] and [s["port"] for s in out["checked"]] == [80]
+    assert out["checked"][0]["check"] == check and out["checked"][0]["sorry_server"] == "198.51.100.200:8080"
+    assert out["skip"] == [{"protocol": "tcp", "address": VIP, "port": 80}]
+    assert [s["port"] for s in out["services"]] == [80, 8080]  # both get the role's accept rule
+    # The verify compares the table's services only: the checked one on the VIP is not "undeclared".
+    kernel = [dict(s, family="ipv4", fwmark=0, scheduler_flags=[], real_servers=[
+        dict(r, forwarding="masq") for r in s["real_servers"]]) for s in out["services"]]
+    assert director_differences(out["table"], kernel, VIP, True, out["skip"]) == []
+    assert director_differences(out["table"], kernel, VIP, True) == [
+        "tcp 198.51.100.10:80 is not declared (a service removed from director_services was not removed)"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"check": {"type": "http", "interval": 1, "timeout": 3}},
+     "director_services[0].check.timeout=3 exceeds director_services[0].check.interval=1"),
+    ({"check": {"type": "tcp"}, "sorry_server": "nope"}, "director_services[0].sorry_server='nope' is not an address"),
+    ({"sorry_server": "198.51.100.200"}, "director_services[0]: sorry_server need(s) check"),
+])
+def test_bad_health_declarations_name_the_field(fields, message):
+    errors = plan(director_services=[dict({"protocol": "tcp", "port": 80}, **fields)])["errors"]
+    assert [e for e in errors if e.startswith(message)], errors
