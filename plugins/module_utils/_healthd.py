@@ -126,14 +126,23 @@ def _tls_context():
 _RESET = struct.pack("ii", 1, 0)
 
 
-async def _connect(address, port):
-    """A connected non-blocking socket, closed with a reset. The connect is waited for with one writer callback on the
-    event loop: asyncio's sock_connect costs twice as much on an emulated director (20 checks a second)."""
+def _start_connect(address, port):
+    """A non-blocking socket closed with a reset, its connect started: (socket, connect_ex's errno)."""
     sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        err = sock.connect_ex((address, port))
+        return sock, sock.connect_ex((address, port))
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _connect(address, port):
+    """A connected non-blocking socket, closed with a reset. The connect is waited for with one writer callback on the
+    event loop: asyncio's sock_connect costs twice as much on an emulated director (20 checks a second)."""
+    sock, err = _start_connect(address, port)
+    try:
         if err == errno.EINPROGRESS:
             loop = asyncio.get_running_loop()
             done = loop.create_future()
@@ -180,14 +189,11 @@ async def tcp_round(targets, timeout):
     try:
         for i, (address, port) in enumerate(targets):
             try:
-                sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+                sock, err = _start_connect(address, port)
             except OSError as e:
                 results[i] = False, _reason(e)
                 continue
             socks.append(sock)
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            err = sock.connect_ex((address, port))
             if err == errno.EINPROGRESS:
                 waiting.add(i)
                 loop.add_writer(sock.fileno(), finish, i, sock)
@@ -651,7 +657,7 @@ def json_text(doc):
 
 def main(argv=None):
     """lvs-nat-healthd [--config PATH] [--state PATH]; 0 after SIGTERM/SIGINT, 1 when it cannot start."""
-    parser = argparse.ArgumentParser(prog="lvs-nat-healthd", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lvs-nat-healthd", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config", default=CONFIG_PATH, help="the checked services (default %(default)s)")
     parser.add_argument("--state", default=STATE_PATH, help="the state file written (default %(default)s)")
     args = parser.parse_args(argv)

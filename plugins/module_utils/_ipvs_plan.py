@@ -224,6 +224,18 @@ def owned_addresses(addresses, option):
     return set(_ip("%s[%d]" % (option, i), value) for i, value in enumerate(addresses))
 
 
+def owned_keys(entries, option):
+    """The service keys of an ownership option (ipvs_table's owned.skip, ipvs_save's skip), each checked by
+    service_key and named option[i] when bad; {service id: index in entries}."""
+    out = {}
+    for i, entry in enumerate(entries or ()):
+        try:
+            out[service_id(service_key(entry))] = i
+        except InvalidInput as e:
+            raise InvalidInput("%s[%d]: %s" % (option, i, e)) from None
+    return out
+
+
 def owned_services(table, addresses, marks):
     """The services of table that an owner holds: on one of its addresses (ipaddress objects), or with one of its
     marks (any family: a mark is the owner's whatever the family of the service carrying it)."""

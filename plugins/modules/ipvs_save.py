@@ -154,8 +154,8 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     config_view,
     dest_order,
     owned_addresses,
+    owned_keys,
     owned_services,
-    service_key,
 )
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
@@ -255,20 +255,9 @@ def build_module():
     )
 
 
-def skipped(skip):
-    """skip as a set of service ids, each key checked (named skip[i])."""
-    out = set()
-    for i, entry in enumerate(skip or ()):
-        try:
-            out.add(service_id(service_key(entry)))
-        except InvalidInput as e:
-            raise InvalidInput("skip[%d]: %s" % (i, e)) from None
-    return out
-
-
 def check(params):
     """Every option checked before anything is read or changed (check mode too); the owned selection (skip is
-    checked by skipped)."""
+    checked by owned_keys)."""
     for option in ("path", "unit_path"):
         problem = _persist.path_problem(params[option], option)
         if problem:
@@ -287,7 +276,7 @@ def saved_state(module, selected, skip=()):
 
 def run(module):
     p = module.params
-    selected, skip = check(p), skipped(p["skip"])
+    selected, skip = check(p), owned_keys(p["skip"], "skip")
     present = p["state"] == "present"
     # One run at a time reads the kernel and replaces the file: two overlapping runs would save the older table last.
     with _persist.lock("ipvs_save"):

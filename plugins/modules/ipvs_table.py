@@ -397,14 +397,9 @@ def owned_file(owned, keys):
 
 
 def skipped_services(skip, keys):
-    """owned.skip as a set of service ids, each key checked (named owned.skip[i]); a listed service that is also
-    skipped would have two writers: InvalidInput naming both."""
-    skipped = {}
-    for i, entry in enumerate(skip or ()):
-        try:
-            skipped[_ipvs_names.service_id(_ipvs_plan.service_key(entry))] = i
-        except _ipvs_plan.InvalidInput as e:
-            raise _ipvs_plan.InvalidInput("owned.skip[%d]: %s" % (i, e)) from None
+    """owned.skip as a set of service ids (_ipvs_plan.owned_keys); a listed service that is also skipped would have
+    two writers: InvalidInput naming both."""
+    skipped = _ipvs_plan.owned_keys(skip, "owned.skip")
     for j, key in enumerate(keys):
         if _ipvs_names.service_id(key) in skipped:
             raise _ipvs_plan.InvalidInput("services[%d]: %s is also in owned.skip[%d]: a service has one writer" % (
