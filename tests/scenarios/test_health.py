@@ -83,7 +83,7 @@ class Watcher:
         with self.cond:
             while True:
                 # The version current at `since` counts too (a change can land before `since` is taken).
-                start = max([i for i, (t, _) in enumerate(self.versions) if t <= since] or [0])
+                start = max([i for i, (t, _table) in enumerate(self.versions) if t <= since] or [0])
                 for t, table in self.versions[start:]:
                     if predicate(table):
                         return max(t, since), table

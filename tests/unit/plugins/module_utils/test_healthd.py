@@ -153,7 +153,7 @@ def test_exec_exit_codes_environment_and_timeout_kill(tmp_path):
     sleeper.chmod(0o755)
     assert probe(8080, type="exec", command=[str(sleeper)], timeout=0.5) == (False, "timeout after 0.5s")
     child = int(pidfile.read_text())
-    for _ in range(50):  # the command's own children are killed with it
+    for _attempt in range(50):  # the command's own children are killed with it
         if not Path("/proc/%d" % child).exists() or "Z" in Path("/proc/%d/stat" % child).read_text().split()[2]:
             break
         asyncio.run(asyncio.sleep(0.02))
@@ -259,7 +259,7 @@ def test_a_drained_real_server_stays_at_weight_0_whatever_its_health(tmp_path, w
 
     async def scenario():
         await d.setup()
-        for _ in range(3):
+        for _round in range(3):
             await d.round(d.runners[0])
         assert held(kernel) == {good.port: 1, down: 0}
         assert kernel.applied == []
@@ -323,7 +323,7 @@ def test_a_restart_resumes_health_from_the_state_file(tmp_path, web):
 def test_without_a_state_file_every_real_server_starts_healthy(tmp_path):
     # At boot (and the first start) there is no state file: the declared table comes back at once, like keepalived's
     # checkers; the first rounds take out what fails.
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _port in range(3)]
     config(tmp_path, [dict(address="127.0.0.1", port=p, weight=1) for p in ports])
     d = daemon(tmp_path, TableSession([]))
     asyncio.run(d.setup())
@@ -331,7 +331,7 @@ def test_without_a_state_file_every_real_server_starts_healthy(tmp_path):
 
 
 def test_a_real_server_the_state_does_not_know_starts_from_the_kernel(tmp_path):
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _port in range(3)]
     config(tmp_path, [dict(address="127.0.0.1", port=ports[0], weight=1),
                       dict(address="127.0.0.1", port=ports[1], weight=1),
                       dict(address="127.0.0.1", port=ports[2], weight=0)])
@@ -424,7 +424,7 @@ def test_the_daemon_and_its_code_modules_import_without_ansible(tmp_path):
     code.mkdir(parents=True)
     for name in _healthd.CODE_MODULES:  # only these, as lvs.nat.ipvs_health installs them under CODE_DIR
         shutil.copy(src / (name + ".py"), code / (name + ".py"))
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, str(tmp_path)] + list(_healthd.CODE_MODULES),
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, str(tmp_path)] + list(_healthd.CODE_MODULES), check=False,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=""))
     assert proc.returncode == 1, proc.stderr  # main() ran: no config there
     assert "cannot start: /nonexistent/director.json" in proc.stderr

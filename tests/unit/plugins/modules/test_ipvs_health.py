@@ -120,7 +120,7 @@ def run(host, check_mode=False, **args):
     args = dict(dict(services=declared()), **args)
     with patch_module_args(dict(args, _ansible_check_mode=check_mode, _ansible_diff=True)):
         module = ipvs_health.build_module()
-    module.run_command = lambda argv, **kw: host["systemd"](argv, **kw)
+    module.run_command = host["systemd"]
     module.get_bin_path = lambda name, *a, **kw: "/usr/bin/" + name if name == "systemctl" else "/bin/" + name
     return ipvs_health.run(module)
 

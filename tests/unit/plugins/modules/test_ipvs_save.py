@@ -406,7 +406,6 @@ def test_absent_removes_the_file_and_the_unit_without_reading_the_kernel(fake_ke
     assert fake_kernel.opened == [] and run(dict(args, state="absent"))["changed"] is False
 
 
-
 def test_skipped_services_are_not_saved(fake_kernel, tmp_path):
     # lvs-nat-healthd's services: on the owned address, yet not saved (their real servers are health, not
     # configuration); a bad key is named before anything is read.
