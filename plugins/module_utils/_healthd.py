@@ -54,6 +54,7 @@ HEARTBEAT = 30.0  # seconds: the state file is rewritten at least this often (co
 # Rounds of one service running at once (see Daemon._service_loop).
 MAX_ROUNDS = 2
 KERNEL_TIMEOUT = 5  # seconds to wait for each kernel answer (the watchdog fires at 10)
+START_MARGIN = 30  # seconds systemd waits for READY beyond the first round's longest check and kernel answer
 HEADER_LIMIT = 16384
 EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] ([0-9]{3})(?: [^\r\n]*)?\r?\n?", re.ASCII)
@@ -602,6 +603,10 @@ class Daemon(object):
         if self._stop is not None and not self._stop.is_set():
             self._start()
 
+    def start_budget(self):
+        """Seconds the first round of every service may take: the longest check timeout, a kernel answer, a margin."""
+        return int(max([r.check["timeout"] for r in self.runners] or [0]) + KERNEL_TIMEOUT + START_MARGIN + 0.999)
+
     def stop(self):
         """SIGTERM, SIGINT: end without touching the kernel."""
         if self._stop is not None:
@@ -618,6 +623,9 @@ class Daemon(object):
         try:
             await self.setup()
             log("started: config %s, %d service(s)" % (self.doc["generation"], len(self.runners)))
+            # READY comes after the first round of every service, which may take the longest check timeout: systemd
+            # gets that much more time than its start timeout (90 s by default) from here.
+            self.notifier.send("EXTEND_TIMEOUT_USEC=%d" % (self.start_budget() * 1000000))
             self._start()
             if self.notifier.watchdog:
                 watchdog = loop.create_task(self._watchdog())

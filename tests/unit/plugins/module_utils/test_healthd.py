@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
@@ -380,6 +381,19 @@ def test_sigterm_ends_the_daemon_without_touching_the_kernel(tmp_path, web):
 
     asyncio.run(scenario())
     assert kernel.applied == [] and json.dumps(kernel.held) == before
+    # Before READY, systemd's start timeout was extended by the first round's budget (check timeout 0.5 s).
+    extend = "EXTEND_TIMEOUT_USEC=%d" % (math.ceil(0.5 + _healthd.KERNEL_TIMEOUT + _healthd.START_MARGIN) * 1000000)
+    assert d.notifier.sent.index(extend) < d.notifier.sent.index("READY=1")
+
+
+def test_a_long_check_timeout_extends_the_start_timeout_beyond_systemds_default(tmp_path):
+    services = [dict(address=VIP, port=80, real_servers=["127.0.0.1:9"], check=dict(type="tcp", interval=600,
+                                                                                    timeout=120.5))]
+    (tmp_path / "director.json").write_text(_health.render_config(_health.config_document(
+        _health.check_services(services))))
+    d = daemon(tmp_path, TableSession([]))
+    asyncio.run(d.setup())
+    assert d.start_budget() == 121 + _healthd.KERNEL_TIMEOUT + _healthd.START_MARGIN > 90
 
 
 def test_main_refuses_to_start_without_a_valid_config(tmp_path, capsys):
