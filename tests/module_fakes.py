@@ -4,6 +4,7 @@ it opens. tests/ is on sys.path (pytest.ini): `import module_fakes`."""
 from __future__ import annotations
 
 import copy
+import errno
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
@@ -12,7 +13,11 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
     CMD_NEW_SERVICE,
+    DAEMON_ORDER,
     SERVICE_FIELDS,
+    daemon_strerror,
+    default_max_len,
+    describe_daemon,
     dest_id,
     service_id,
 )
@@ -86,3 +91,52 @@ class TableSession(FakeSession):
             else:
                 others = [d for d in cur["real_servers"] if dest_id(d) != dest_id(dest)]
                 cur["real_servers"] = others + ([] if cmd == CMD_DEL_DEST else [dict(dest)])
+
+
+class DaemonSession(FakeSession):
+    """_ipvs.Session over in-memory sync daemons (mode -> daemon), started and stopped as the kernel would: EEXIST
+    where the mode runs, ESRCH where it does not, ENODEV for an interface not in interfaces (name -> MTU), max_len
+    chosen as the kernel chooses it. refuse: (verb, mode) -> errno for a refusal to simulate; calls records each
+    start (daemon) and stop (mode) the kernel saw."""
+
+    def __init__(self, daemons=(), interfaces=None, loaded=True, refuse=None):
+        self.held = dict((d["mode"], dict(d)) for d in daemons)
+        self.interfaces = {"eth1": 1500, "eth2": 1500} if interfaces is None else interfaces
+        self.loaded, self.refuse, self.calls, self.applied = loaded, dict(refuse or {}), [], []
+
+    def daemons(self):
+        return [dict(self.held[m]) for m in DAEMON_ORDER if m in self.held] if self.loaded else []
+
+    def interface_mtu(self, name):
+        return self.interfaces.get(name)
+
+    def _refused(self, what, code):
+        return _ipvs.IPVSError("Failed to %s: %s (errno %d)" % (what, daemon_strerror(code), code), code)
+
+    def start_daemon(self, daemon):
+        self.calls.append(("start", dict(daemon)))
+        what = "start the %s" % describe_daemon(daemon)
+        code = self.refuse.get(("start", daemon["mode"]))
+        if code is None and daemon["mode"] in self.held:
+            code = errno.EEXIST
+        if code is None and daemon["interface"] not in self.interfaces:
+            code = errno.ENODEV
+        if code:
+            raise self._refused(what, code)
+        held = dict(daemon)
+        if held.get("max_len") is None:
+            held["max_len"] = default_max_len(held["mode"], held["group"], self.interfaces[held["interface"]])
+        self.held[daemon["mode"]] = held
+        self.loaded = True
+
+    def stop_daemon(self, mode):
+        self.calls.append(("stop", mode))
+        code = self.refuse.get(("stop", mode)) or (None if mode in self.held else errno.ESRCH)
+        if code:
+            raise self._refused("stop the %s sync daemon" % mode, code)
+        del self.held[mode]
+
+    def apply_daemons(self, ops, before=()):
+        self.applied.append(list(ops))
+        if ops and not self._module.check_mode:
+            _ipvs.run_daemon_ops(ops, before, self.start_daemon, self.stop_daemon)

@@ -46,7 +46,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._health import (
     wanted_service,
 )
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import describe_dest, describe_op
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import plan_table, service_key
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import plan_table, precheck_table, service_key
 
 # The collection's module_utils the daemon imports (installed under CODE_DIR by lvs.nat.ipvs_health).
 CODE_MODULES = ("_errors", "_module", "_kmod", "_ipvs_names", "_ipvs", "_ipvs_plan", "_health", "_healthd")
@@ -166,7 +166,7 @@ async def _tcp(address, port, check, service):
     return (await tcp_round([(address, port)], check["timeout"]))[0]
 
 
-def _connected(sock, err):
+def _connected(err):
     if err:
         return False, _reason(OSError(err, os.strerror(err)))
     return True, "ok"
@@ -177,13 +177,12 @@ async def tcp_round(targets, timeout):
     one timer for all (a task and asyncio's sock_connect per check cost half the daemon's CPU on an emulated
     director). [(ok, reason)] in the order of targets ((address, port) each); each socket closed with a reset."""
     loop = asyncio.get_running_loop()
-    results, socks, waiting = [None] * len(targets), [], set()
-    everything = loop.create_future()
+    results, socks, waiting = [None] * len(targets), [], {}
+    everything = timer = None
 
-    def finish(i, sock):
-        loop.remove_writer(sock.fileno())
-        waiting.discard(i)
-        results[i] = _connected(sock, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    def finish(i, fd):
+        loop.remove_writer(fd)
+        results[i] = _connected(waiting.pop(fd).getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
         if not waiting and not everything.done():
             everything.set_result(None)
 
@@ -196,16 +195,23 @@ async def tcp_round(targets, timeout):
                 continue
             socks.append(sock)
             if err == errno.EINPROGRESS:
-                waiting.add(i)
-                loop.add_writer(sock.fileno(), finish, i, sock)
+                fd = sock.fileno()
+                waiting[fd] = sock
+                loop.add_writer(fd, finish, i, fd)
             else:
-                results[i] = _connected(sock, err)
+                results[i] = _connected(err)
         if waiting:
-            await asyncio.wait([everything], timeout=timeout)
+            # One timer, the future awaited directly: asyncio.wait would add a waiter future and callbacks per round.
+            everything = loop.create_future()
+            timer = loop.call_later(timeout, lambda: everything.done() or everything.set_result(None))
+            await everything
         return [r or (False, "timeout after %gs" % timeout) for r in results]
     finally:
+        if timer is not None:
+            timer.cancel()
+        for fd in waiting:  # only the sockets still connecting have a writer callback
+            loop.remove_writer(fd)
         for sock in socks:
-            loop.remove_writer(sock.fileno())
             sock.close()
 
 
@@ -333,7 +339,7 @@ async def probe_all(dests, check, service):
     loop = asyncio.get_running_loop()
     port = check["port"]
     if check["type"] == "tcp":
-        return await tcp_round([(a, port or p) for a, p in dests], check["timeout"])
+        return await tcp_round([(a, port) for a, _p in dests] if port else dests, check["timeout"])
     tasks = [loop.create_task(CHECKERS[check["type"]](a, port or p, check, service)) for a, p in dests]
     try:
         await asyncio.wait(tasks, timeout=check["timeout"])
@@ -354,7 +360,8 @@ def _result(task, check):
 # ---------------------------------------------------------------- one service
 
 class Runner(object):
-    """One checked service: its trackers ((address, port) -> Tracker), its round, its reconcile."""
+    """One checked service: its trackers ((address, port) -> Tracker), its round, its reconcile. svc is not changed
+    while the runner lives (a reload makes new runners)."""
 
     def __init__(self, svc, trackers):
         self.svc, self.name, self.check = svc, service_name(svc), svc["check"]
@@ -363,9 +370,25 @@ class Runner(object):
         self.sorry_active = False
         self.rounds = 0
         self.progress = time.monotonic()
+        # Whether a tracker changed something the state file holds (all but the counters) since the daemon last
+        # compared its state (main thread only); the sorry server's use the daemon compares itself (kernel thread).
+        self.dirty = True
+        self.sorry_seen = None
+        # (health, (entry, active, precheck_table([entry]), schedulers)): what the kernel must hold for that health,
+        # made again only when health changes. The kernel is still read and compared every round.
+        self._wanted = None
 
     def health(self):
         return dict(((self.name, a, p), t.healthy) for (a, p), t in self.trackers.items())
+
+    def wanted(self):
+        """(entry, sorry server active, parsed entry, schedulers) for the trackers' health now."""
+        health = tuple([t.healthy for t in self.trackers.values()])
+        if self._wanted is None or self._wanted[0] != health:
+            entry, active = wanted_service(self.svc, self.health())
+            parsed = precheck_table([entry])
+            self._wanted = health, (entry, active, parsed, [entry["scheduler"]] if entry.get("scheduler") else ())
+        return self._wanted[1]
 
     async def check_round(self, now):
         """Check every real server concurrently; log each transition once. Returns the transitions."""
@@ -375,7 +398,10 @@ class Runner(object):
         flipped = []
         for (address, port), (ok, reason) in zip(dests, results):
             tracker = self.trackers[(address, port)]
+            if tracker.last is not bool(ok) or tracker.reason != reason:  # last_result or reason in the state file
+                self.dirty = True
             if tracker.observe(ok, reason, stamp):
+                self.dirty = True
                 flipped.append((address, port))
                 count = tracker.successes if ok else tracker.failures
                 log("%s real server %s %s: %s (%d %s)" % (
@@ -387,11 +413,11 @@ class Runner(object):
     def reconcile(self, session):
         """Make the kernel's entry of this service what declaration and health ask (kernel thread). The ops."""
         current = session.service(self.key, counters=False)
-        entry, active = wanted_service(self.svc, self.health())
+        entry, active, parsed, schedulers = self.wanted()
         held = [current] if current else []
-        ops = plan_table(held, [entry], purge_services=False, purge_real_servers=True, predict=False)[0]
+        ops = plan_table(held, [entry], purge_services=False, purge_real_servers=True, parsed=parsed, predict=False)[0]
         if ops:
-            session.apply(ops, before=held, schedulers=[entry["scheduler"]] if entry.get("scheduler") else ())
+            session.apply(ops, before=held, schedulers=schedulers)
             log("%s: %s" % (self.name, "; ".join(describe_op(op) for op in ops)))
         if active != self.sorry_active:
             log("%s: sorry server %s" % (self.name, "in use" if active else "no longer in use"), 5)
@@ -445,6 +471,7 @@ class Daemon(object):
         self.doc, self.session, self.runners, self.tasks = None, None, [], []
         self.generation, self.rounds, self.ready = None, 0, False
         self.written, self.written_at = None, None
+        self.dirty = True  # the runners or the generation changed since the state was last compared
         self.previous = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lvs-nat-kernel")
         self._stop = None
@@ -507,27 +534,42 @@ class Daemon(object):
     def after_round(self):
         if not all(r.rounds for r in self.runners):
             return
-        self.generation = self.doc["generation"]
-        self.write_state()
+        if self.generation != self.doc["generation"]:
+            self.generation, self.dirty = self.doc["generation"], True
+        changed = self.changed()
+        self.write_state(changed=changed)
         if not self.ready:
             self.ready = True
             self.notifier.send("READY=1")
-        healthy = sum(t.healthy for r in self.runners for t in r.trackers.values())
-        total = sum(len(r.trackers) for r in self.runners)
-        sorry = sum(r.sorry_active for r in self.runners)
-        self.notifier.set_status("config %s: %d of %d real servers healthy%s" % (
-            self.generation, healthy, total, ", %d sorry server(s) in use" % sorry if sorry else ""))
+        if changed:  # the status says what the state file holds but the counters
+            healthy = sum(t.healthy for r in self.runners for t in r.trackers.values())
+            total = sum(len(r.trackers) for r in self.runners)
+            sorry = sum(r.sorry_active for r in self.runners)
+            self.notifier.set_status("config %s: %d of %d real servers healthy%s" % (
+                self.generation, healthy, total, ", %d sorry server(s) in use" % sorry if sorry else ""))
+
+    def changed(self):
+        """Whether something the state file holds but the counters may have changed since it was last compared."""
+        return self.dirty or any(r.dirty or r.sorry_active != r.sorry_seen for r in self.runners)
 
     def state_document(self):
         return {"version": VERSION, "generation": self.generation, "round": self.rounds, "pid": os.getpid(),
                 "updated": self.clock(), "services": [r.state() for r in self.runners]}
 
-    def write_state(self, force=False):
-        """Write the state file when something other than the counters changed, or HEARTBEAT seconds passed."""
+    def write_state(self, force=False, changed=None):
+        """Write the state file when something other than the counters changed, or HEARTBEAT seconds passed. The
+        document is made only then (changed: what self.changed() says, when the caller asked it already)."""
+        now = time.monotonic()
+        if changed is None:
+            changed = self.changed()
+        if not (force or changed) and self.written_at is not None and now - self.written_at < HEARTBEAT:
+            return False
         doc = self.state_document()
+        self.dirty = False
+        for runner, svc in zip(self.runners, doc["services"]):
+            runner.dirty, runner.sorry_seen = False, svc["sorry_server_active"]
         essential = (doc["generation"], [dict(s, real_servers=[dict(rs, checks=None) for rs in s["real_servers"]])
                                          for s in doc["services"]])
-        now = time.monotonic()
         if not force and essential == self.written and now - self.written_at < HEARTBEAT:
             return False
         write_state(self.state_path, doc)
@@ -600,6 +642,7 @@ class Daemon(object):
         await self._cancel()
         self.doc = doc
         self.runners = await self._runners(doc, old)
+        self.dirty = True
         if self._stop is not None and not self._stop.is_set():
             self._start()
 

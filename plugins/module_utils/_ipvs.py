@@ -19,6 +19,7 @@ module of the collection that imports pyroute2; the IPVS vocabulary is in _ipvs_
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import importlib.util
 import ipaddress
@@ -30,15 +31,20 @@ import struct
 from ansible_collections.lvs.nat.plugins.module_utils import _kmod
 from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
+    CMD_DEL_DAEMON,
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
     CMD_GET_CONFIG,
+    CMD_GET_DAEMON,
     CMD_GET_DEST,
     CMD_GET_INFO,
     CMD_GET_SERVICE,
+    CMD_NEW_DAEMON,
     CMD_NEW_DEST,
     CMD_NEW_SERVICE,
     CMD_SET_CONFIG,
+    DAEMON_MODES,
+    DAEMON_ORDER,
     FORWARDING,
     KERNEL_TIMEOUTS,
     PROTOCOLS,
@@ -46,6 +52,8 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
     TIMEOUT_NAMES,
+    daemon_strerror,
+    describe_daemon,
     describe_failure,
     describe_op,
     describe_service,
@@ -70,13 +78,17 @@ def _pyroute2():
 
 
 # include/uapi/linux/ip_vs.h: attribute numbers (the operations are in _ipvs_names)
-CMD_ATTR_SERVICE, CMD_ATTR_DEST = 1, 2
+CMD_ATTR_SERVICE, CMD_ATTR_DEST, CMD_ATTR_DAEMON = 1, 2, 3
 CMD_ATTR_TIMEOUT_TCP, CMD_ATTR_TIMEOUT_TCP_FIN, CMD_ATTR_TIMEOUT_UDP = 4, 5, 6
 SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = range(1, 10)
 SVC_STATS, SVC_PE_NAME, SVC_STATS64 = 10, 11, 12
 DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH = range(1, 7)
 DEST_ACTIVE, DEST_INACT, DEST_PERSIST, DEST_STATS, DEST_AF, DEST_STATS64 = range(7, 13)
 INFO_VERSION, INFO_CONN_TAB_SIZE = 1, 2
+# Inside IPVS_CMD_ATTR_DAEMON (IPVS_DAEMON_ATTR_*): u32 state, NUL-terminated interface name (15 bytes at most), u32
+# sync id, u16 sync_maxlen, IPv4 group (4 bytes, network order) or IPv6 group (16 bytes), u16 port (host order), u8 TTL.
+(DAEMON_STATE, DAEMON_MCAST_IFN, DAEMON_SYNC_ID, DAEMON_SYNC_MAXLEN, DAEMON_MCAST_GROUP, DAEMON_MCAST_GROUP6,
+ DAEMON_MCAST_PORT, DAEMON_MCAST_TTL) = range(1, 9)
 
 STAT_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes", "cps", "inpps", "outpps", "inbps", "outbps")
 
@@ -87,6 +99,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _I32 = struct.Struct("=i")
 _NLA = struct.Struct("=HH")
 _U16, _U32, _U64, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struct("=Q"), struct.Struct(">H")
+_U8 = struct.Struct("=B")
 
 
 class IPVSError(KernelError):
@@ -388,6 +401,121 @@ def decode_dest(a):
     }
 
 
+def encode_daemon(daemon, key_only=False):
+    """IPVS_CMD_ATTR_DAEMON for NEW_DAEMON: the mode, interface and sync id, and each other setting that is not None
+    (the kernel chooses what is left out); key_only: the mode only, all DEL_DAEMON reads."""
+    parts = [_nla(DAEMON_STATE, _U32.pack(DAEMON_MODES[daemon["mode"]]))]
+    if not key_only:
+        parts += [_nla(DAEMON_MCAST_IFN, daemon["interface"].encode("ascii") + b"\0"),
+                  _nla(DAEMON_SYNC_ID, _U32.pack(daemon["sync_id"]))]
+        if daemon.get("max_len") is not None:
+            parts.append(_nla(DAEMON_SYNC_MAXLEN, _U16.pack(daemon["max_len"])))
+        if daemon.get("group") is not None:
+            group = ipaddress.ip_address(daemon["group"])
+            parts.append(_nla(DAEMON_MCAST_GROUP6 if group.version == 6 else DAEMON_MCAST_GROUP, group.packed))
+        if daemon.get("port") is not None:
+            parts.append(_nla(DAEMON_MCAST_PORT, _U16.pack(daemon["port"])))
+        if daemon.get("ttl") is not None:
+            parts.append(_nla(DAEMON_MCAST_TTL, _U8.pack(daemon["ttl"])))
+    return _nla(CMD_ATTR_DAEMON, b"".join(parts))
+
+
+def decode_daemon(a):
+    """A sync daemon as plain values from the raw IPVS_DAEMON_ATTR_* of a GET_DAEMON reply. Kernels before 4.3 send
+    the mode, interface and sync id only: the others are None there."""
+    state = _U32.unpack(a[DAEMON_STATE])[0]
+    if DAEMON_MCAST_GROUP6 in a:
+        group = unpack_addr(a[DAEMON_MCAST_GROUP6], socket.AF_INET6)
+    elif DAEMON_MCAST_GROUP in a:
+        group = unpack_addr(a[DAEMON_MCAST_GROUP], socket.AF_INET)
+    else:
+        group = None
+
+    def number(kind, codec):
+        return codec.unpack_from(a[kind])[0] if kind in a else None
+
+    return {
+        "mode": next((m for m, v in DAEMON_MODES.items() if v == state), str(state)),
+        "interface": bytes(a[DAEMON_MCAST_IFN]).split(b"\0", 1)[0].decode("utf-8", "replace"),
+        "sync_id": _U32.unpack(a[DAEMON_SYNC_ID])[0],
+        "max_len": number(DAEMON_SYNC_MAXLEN, _U16),
+        "group": group,
+        "port": number(DAEMON_MCAST_PORT, _U16),
+        "ttl": number(DAEMON_MCAST_TTL, _U8),
+    }
+
+
+def _daemon_reply(message):
+    return decode_daemon(parse_attrs(message[CMD_ATTR_DAEMON]))
+
+
+def run_daemon_ops(ops, before, start, stop):
+    """Apply sync-daemon operations in order: ("stop", daemon) stops the daemon of its mode, ("start", daemon) starts
+    it, by the callables start(daemon) and stop(mode), which raise IPVSError. After a refusal, what the run did is
+    undone, the last first (a stopped daemon is started again as `before`, the daemons the plan was made from, had
+    it); the IPVSError names the refusal, what was rolled back and what could not be."""
+    done = []
+    for op in ops:
+        try:
+            _daemon_op(op, start, stop)
+        except IPVSError as e:
+            raise _daemon_failure(e, done, before, start, stop) from None
+        done.append(op)
+
+
+def _daemon_op(op, start, stop):
+    verb, daemon = op
+    if verb == "start":
+        start(daemon)
+    else:
+        stop(daemon["mode"])
+
+
+def _describe_daemon_op(op):
+    return "%s the %s" % (op[0], describe_daemon(op[1]))
+
+
+def _daemon_failure(error, done, before, start, stop):
+    old = dict((d["mode"], d) for d in before)
+    rolled, not_rolled = [], []
+    for op in reversed(done):
+        verb, daemon = op
+        undo = ("stop", daemon) if verb == "start" else ("start", old.get(daemon["mode"], daemon))
+        try:
+            _daemon_op(undo, start, stop)
+            rolled.append(_describe_daemon_op(op))
+        except IPVSError as e:
+            not_rolled.append((_describe_daemon_op(op), str(e)))
+    details = dict(applied=[_describe_daemon_op(op) for op in done], rolled_back=rolled,
+                   not_rolled_back=[what for what, _why in not_rolled], changed=bool(not_rolled))
+    msg = str(error)
+    if not done:
+        msg += ". Nothing had been applied: the sync daemons are as the task found them."
+    elif not_rolled:
+        msg += ". %s; COULD NOT ROLL BACK, still applied: %s." % (
+            _listing("rolled back", rolled), "; ".join("%s (%s)" % pair for pair in not_rolled))
+    else:
+        msg += ". %s: the sync daemons are as the task found them." % _listing("rolled back", rolled)
+    return IPVSError(msg, error.code, **details)
+
+
+_SIOCGIFMTU = 0x8921
+
+
+def interface_mtu(name):
+    """The MTU of the interface `name` in this network namespace (SIOCGIFMTU), or None where there is no such
+    interface. name: a checked interface name (ASCII, 15 bytes at most)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            raw = fcntl.ioctl(sock.fileno(), _SIOCGIFMTU, struct.pack("=16si12x", name.encode("ascii"), 0))
+        except OSError as e:
+            if e.errno in (errno.ENODEV, errno.ENXIO):
+                return None
+            raise IPVSError("Failed to read the MTU of interface %s: %s (errno %s)" % (name, e.strerror or e, e.errno),
+                            e.errno) from e
+    return struct.unpack_from("=i", raw, 16)[0]
+
+
 # ---------------------------------------------------------------- the one door
 
 def _missing_pyroute2():
@@ -446,6 +574,15 @@ class Session(object):
         """version and conn_tab_size, or None where ip_vs is not loaded."""
         return self._ipvs.info() if self._ipvs else None
 
+    def daemons(self):
+        """The sync daemons the kernel runs, master first, each with the keys of _ipvs_names.DAEMON_FIELDS; [] where
+        ip_vs is not loaded."""
+        return self._ipvs.daemons() if self._ipvs else []
+
+    def interface_mtu(self, name):
+        """The MTU of interface name, None where there is no such interface (interface_mtu)."""
+        return interface_mtu(name)
+
     # -- writes (never in check mode: there they change nothing)
     def _writer(self, kernel_modules):
         _kmod.modprobe(self._module, kernel_modules)
@@ -458,6 +595,24 @@ class Session(object):
         rolls back what the run applied (before: the services as the plan found them, with real servers)."""
         if ops and not self._module.check_mode:
             self._writer(["ip_vs"] + ["ip_vs_%s" % name for name in schedulers]).apply(ops, before=before)
+
+    def start_daemon(self, daemon):
+        """ipvsadm --start-daemon, ip_vs loaded first: daemon has the keys of DAEMON_FIELDS (None: the kernel's
+        choice)."""
+        if not self._module.check_mode:
+            self._writer(["ip_vs"]).start_daemon(daemon)
+
+    def stop_daemon(self, mode):
+        """ipvsadm --stop-daemon mode."""
+        if not self._module.check_mode:
+            self._writer(["ip_vs"]).stop_daemon(mode)
+
+    def apply_daemons(self, ops, before=()):
+        """Unless check mode, apply ("stop" | "start", daemon) operations in order, as run_daemon_ops does: a refusal
+        undoes what the run did (before: the daemons the plan was made from)."""
+        if ops and not self._module.check_mode:
+            ipvs = self._writer(["ip_vs"])
+            run_daemon_ops(ops, before, ipvs.start_daemon, ipvs.stop_daemon)
 
     def set_timeouts(self, tcp, tcp_fin, udp):
         """ipvsadm --set, ip_vs loaded first; 0 leaves a timeout as it is."""
@@ -536,10 +691,11 @@ class IPVS(object):
                 yield seq, kind, flags, data[off + 16:off + n]
                 off += max((n + 3) & ~3, 16)
 
-    def _request(self, what, cmd, payload=b"", dump=False, raw=False):
+    def _request(self, what, cmd, payload=b"", dump=False, raw=False, errors=strerror):
         """One request; the parsed attribute dicts of its replies (several for a dump), or their bodies with raw.
 
-        Every failure, a refusal, a socket error or no answer, is an IPVSError "Failed to <what>: ...".
+        Every failure, a refusal (its errno explained by errors), a socket error or no answer, is an IPVSError
+        "Failed to <what>: ...".
         """
         seq, frame = self._frame(cmd, payload, NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK))
         try:
@@ -548,7 +704,7 @@ class IPVS(object):
         except _NoAnswer:
             raise IPVSError("Failed to %s: no answer from the kernel within %d s" % (what, self.TIMEOUT), errno.ETIMEDOUT) from None
         except _Refused as e:
-            raise IPVSError("Failed to %s: %s (errno %d)" % (what, strerror(e.code), e.code), e.code) from None
+            raise IPVSError("Failed to %s: %s (errno %d)" % (what, errors(e.code), e.code), e.code) from None
         except OSError as e:
             raise IPVSError("Failed to %s: %s (errno %s)" % (what, e.strerror or e, e.errno), e.errno) from e
 
@@ -563,10 +719,7 @@ class IPVS(object):
                 n, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, off)
                 if rseq == seq:
                     if kind == NLMSG_ERROR or kind == NLMSG_DONE:
-                        # An ack or refusal carries -errno; a dump ends with NLMSG_DONE carrying 0 or -errno.
-                        code = -_I32.unpack_from(data, off + 16)[0] if n >= 20 else 0
-                        if code > 0:
-                            raise _Refused(code)
+                        raise_refusal(data, off, n)
                         return out
                     body = data[off + 16:off + n]
                     out.append(body if raw else parse_attrs(body, 4))
@@ -627,7 +780,22 @@ class IPVS(object):
                     "conn_tab_size": _U32.unpack(a[INFO_CONN_TAB_SIZE])[0]}
         return self._read("read the IPVS version", CMD_GET_INFO, decode=decode)[0]
 
+    def daemons(self):
+        """The sync daemons the kernel runs (GET_DAEMON answers a dump only), master first."""
+        found = self._read("read the IPVS sync daemons", CMD_GET_DAEMON, dump=True, decode=_daemon_reply)
+        return sorted(found, key=lambda d: DAEMON_ORDER.index(d["mode"]) if d["mode"] in DAEMON_ORDER else 2)
+
     # -- writes
+    def start_daemon(self, daemon):
+        """ipvsadm --start-daemon; EEXIST where a daemon of that mode runs, ENODEV where there is no such interface."""
+        self._request("start the %s" % describe_daemon(daemon), CMD_NEW_DAEMON, encode_daemon(daemon),
+                      errors=daemon_strerror)
+
+    def stop_daemon(self, mode):
+        """ipvsadm --stop-daemon; ESRCH where no daemon of that mode runs."""
+        self._request("stop the %s sync daemon" % mode, CMD_DEL_DAEMON, encode_daemon({"mode": mode}, key_only=True),
+                      errors=daemon_strerror)
+
     def set_timeouts(self, tcp, tcp_fin, udp):
         """ipvsadm --set; pyroute2 has no call for it. 0 leaves a timeout as it is."""
         payload = (_nla(CMD_ATTR_TIMEOUT_TCP, _U32.pack(tcp)) + _nla(CMD_ATTR_TIMEOUT_TCP_FIN, _U32.pack(tcp_fin))
@@ -752,6 +920,14 @@ class _Refused(Exception):
     def __init__(self, code):
         super(_Refused, self).__init__(code)
         self.code = code
+
+
+def raise_refusal(data, off, n):
+    """For the message of length n at off that ends a request (NLMSG_ERROR or NLMSG_DONE): _Refused when it carries
+    an errno. An ack or a refusal carries -errno (0: done); a dump ends with NLMSG_DONE carrying 0 or -errno."""
+    code = -_I32.unpack_from(data, off + 16)[0] if n >= 20 else 0
+    if code > 0:
+        raise _Refused(code)
 
 
 def _listing(what, items):

@@ -14,6 +14,7 @@ import os
 # include/uapi/linux/ip_vs.h: the operations (generic netlink commands) of the IPVS family.
 CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE = 1, 2, 3, 4
 CMD_NEW_DEST, CMD_SET_DEST, CMD_DEL_DEST, CMD_GET_DEST = 5, 6, 7, 8
+CMD_NEW_DAEMON, CMD_DEL_DAEMON, CMD_GET_DAEMON = 9, 10, 11
 CMD_SET_CONFIG, CMD_GET_CONFIG, CMD_GET_INFO = 12, 13, 15
 
 # Service flag bits (IP_VS_SVC_F_*).
@@ -122,3 +123,47 @@ def inverse_ops(op, before):
     if old is None:
         return None
     return [(CMD_NEW_DEST if cmd == CMD_DEL_DEST else CMD_SET_DEST, svc, old)]
+
+
+# The connection-sync daemons (ipvsadm --start-daemon): IPVS_DAEMON_ATTR_STATE of each mode (IP_VS_STATE_MASTER,
+# IP_VS_STATE_BACKUP), at most one daemon per mode; a daemon's settings, as lvs.nat.ipvs_sync_daemon takes them.
+DAEMON_MODES = {"master": 1, "backup": 2}
+DAEMON_ORDER = ("master", "backup")
+DAEMON_FIELDS = ("mode", "interface", "sync_id", "max_len", "group", "port", "ttl")
+# What the kernel's start_sync_thread gives a setting left out (IP_VS_SYNC_GROUP, IP_VS_SYNC_PORT, a TTL of 1); the
+# sync id is the kernel's 0 when not sent, and sync messages carry it in one byte (ipvsadm takes 0 to 255).
+DAEMON_DEFAULTS = dict(sync_id=0, group="224.0.1.81", port=8848, ttl=1)
+MAX_SYNC_ID = 255
+
+
+def sync_header_len(group):
+    """The IP and UDP headers of a sync message to group (start_sync_thread's hlen)."""
+    return 48 if ":" in group else 28
+
+
+def max_len_range(mode, group):
+    """The sync_maxlen values the kernel keeps as given: start_sync_thread clamps others to this range (a backup's
+    receive buffer takes at least 1024 bytes)."""
+    return (1024 if mode == "backup" else 1), 65535 - sync_header_len(group)
+
+
+def default_max_len(mode, group, mtu):
+    """The sync_maxlen the kernel chooses when none is sent: a master sends 1500-byte packets; a backup receives
+    packets as large as its interface's MTU (1500 at least). None where the MTU is unknown."""
+    if mode == "master":
+        return 1500 - sync_header_len(group)
+    return None if mtu is None else min(max(mtu, 1500), 65535) - sync_header_len(group)
+
+
+def describe_daemon(daemon):
+    """'master sync daemon (interface eth2, sync_id 51)'."""
+    return "%s sync daemon (interface %s, sync_id %s)" % (daemon["mode"], daemon["interface"], daemon["sync_id"])
+
+
+def daemon_strerror(code):
+    # What the kernel's errno means for a sync daemon (start_sync_thread, stop_sync_thread, ip_vs_genl_new_daemon).
+    special = {errno.EEXIST: "A daemon of that mode already runs", errno.ESRCH: "No daemon of that mode runs",
+               errno.ENODEV: "No such interface",
+               errno.EINVAL: "Invalid argument (the kernel refuses sync daemons while a service has real servers of "
+                             "the other address family)"}
+    return special.get(code) or os.strerror(code)

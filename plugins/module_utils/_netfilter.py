@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ansible_collections.lvs.nat.plugins.module_utils._addresses import interface_problem
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
 from ansible_collections.lvs.nat.plugins.module_utils._module import SBIN, run_command
 from ansible_collections.lvs.nat.plugins.module_utils._persist import tool_path
@@ -46,18 +47,26 @@ DEFAULT_BURST = 5
 # newline or a non-ASCII digit never passes (re.match with `$` let "eth0\n" through and split a rule in two).
 _RATE = re.compile(r"([0-9]{1,10})/(second|minute|hour|day)", re.ASCII)
 # The kernel's own limits (dev_valid_name): at most 15 bytes; no whitespace or '/'; never "." or "..".
-_IFNAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}", re.ASCII)
 _COMMENT = re.compile(r"[A-Za-z0-9 _.,:/=+-]{1,64}", re.ASCII)
 _DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 # What `iptables -S` prints without quotes (xtables_save_string); anything else it lists in double quotes.
 _IPT_BARE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+# VRRP (keepalived) has no ports: IP protocol 112, rendered as its number, which nft and iptables-restore take
+# whatever /etc/protocols holds. Both list it by the name /etc/protocols gives it (netbase: "vrrp"), or as the
+# number without that line: the backends read a listed rule's match back as the number (Nftables.current,
+# Iptables.current), so the comparison with the rendered rule holds either way.
+VRRP = "vrrp"
+VRRP_NUMBER = 112
+_NFT_VRRP = re.compile(r'\A((?:iifname "[^"]*" )?(?:oifname "[^"]*" )?(?:ip saddr \S+ )?(?:ip daddr \S+ )?)'
+                       r"meta l4proto vrrp(?= |\Z)", re.ASCII)
+_IPT_VRRP = re.compile(r"\A(-A \S+(?: -s \S+)?(?: -d \S+)?(?: -i \S+)?(?: -o \S+)?) -p vrrp(?= |\Z)", re.ASCII)
 
 # Every option of a rule and its kind: a tuple of choices, an inclusive integer range, or a named string check.
 RULE_FIELDS = {
     "type": RULE_TYPES,
     "source": "network",
     "destination": "network",
-    "protocol": ("tcp", "udp"),
+    "protocol": ("tcp", "udp", VRRP),
     "port": (1, 65535),
     "in_interface": "interface",
     "out_interface": "interface",
@@ -118,14 +127,10 @@ def _address(where, value):
     return str(address)
 
 
-def is_interface_name(value):
-    """Whether value is a name the kernel takes for an interface (also used by lvs.nat.gateway_route)."""
-    return isinstance(value, str) and bool(_IFNAME.fullmatch(value)) and value not in (".", "..")
-
-
 def _interface(where, value):
-    if not is_interface_name(_string(where, value)):
-        raise NetfilterError("%s=%r is not an interface name: 1 to 15 ASCII letters, digits and _.:@+-" % (where, value))
+    problem = interface_problem(_string(where, value), where)
+    if problem:
+        raise NetfilterError(problem)
     return value
 
 
@@ -199,6 +204,9 @@ def _rule(rule, index):
     missing = [n for n in NEEDS.get(t, ()) if r[n] is None]
     if missing:
         raise NetfilterError("%s.%s is required when type is %s" % (where, missing[0], t))
+    if r["protocol"] == VRRP and (t != "accept" or r["port"] is not None):
+        raise NetfilterError("%s.protocol=vrrp (IP protocol %d) is for accept rules without a port%s" % (
+            where, VRRP_NUMBER, "" if t != "accept" else ": remove %s.port" % where))
     for name in ("port", "to_port"):
         if r[name] is not None and r["protocol"] is None:
             raise NetfilterError("%s.%s needs %s.protocol (tcp or udp)" % (where, name, where))
@@ -238,7 +246,7 @@ def _nft_match(r):
     if r.get("port"):
         parts.append("%s dport %d" % (r["protocol"], r["port"]))
     elif r.get("protocol"):
-        parts.append("meta l4proto %s" % r["protocol"])
+        parts.append("meta l4proto %s" % (VRRP_NUMBER if r["protocol"] == VRRP else r["protocol"]))
     return parts
 
 
@@ -304,7 +312,7 @@ def ipt_rule(r, index):
     if r.get("out_interface"):
         parts += ["-o", r["out_interface"]]
     if r.get("protocol"):
-        parts += ["-p", r["protocol"]]
+        parts += ["-p", str(VRRP_NUMBER) if r["protocol"] == VRRP else r["protocol"]]
         if r.get("port"):
             parts += ["-m", r["protocol"], "--dport", str(r["port"])]
     t = r["type"]
@@ -392,7 +400,7 @@ class Nftables(_Backend):
             elif line == "}":
                 chain = None
             elif chain is not None and line and not line.startswith("type "):
-                chain.append(line)
+                chain.append(_NFT_VRRP.sub(r"\1meta l4proto %d" % VRRP_NUMBER, line, count=1))
         return chains
 
     def desired(self, rules):
@@ -434,7 +442,8 @@ class Iptables(_Backend):
             for t, chain, _builtin in IPT_JUMPS:
                 if t == table:
                     exists = exists or ("-N %s" % chain) in lines
-                    chains[(table, chain)] = [line for line in lines if line.startswith("-A %s " % chain)]
+                    chains[(table, chain)] = [_IPT_VRRP.sub(r"\1 -p %d" % VRRP_NUMBER, line, count=1)
+                                              for line in lines if line.startswith("-A %s " % chain)]
         return chains if exists else None
 
     def desired(self, rules):

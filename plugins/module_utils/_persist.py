@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Files the modules own: one helper (sync_owned) that checks they are ours, computes before/after/diff and
 installs them durably with module.atomic_move; boot units enabled without needing a running systemd; a lock per
-module. No I/O on import."""
+module; the one way to ask systemd (systemctl, active_state, unit_enabled). No I/O on import."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +24,10 @@ MANAGED_LINES = 5
 # Where lock files live: the first of these that exists and is writable (a tmpfs, emptied at boot).
 LOCK_DIRS = ("/run", "/tmp")
 LOCK_TIMEOUT = 60.0
+# Exists when systemd runs the host (sd_booted()); without it there is nothing to start, stop or reload.
+SYSTEMD_RUNNING = "/run/systemd/system"
+# The ActiveState words for which `systemctl is-active` exits 0.
+ACTIVE = ("active", "reloading")
 
 # An absolute path that systemd's ExecStart= and a shell take as one word, as written: no whitespace, control
 # characters, quotes, backslash, `;`, `%` (systemd specifiers), `$` (variables) or non-ASCII. Full match, ASCII only.
@@ -93,6 +97,28 @@ def tool_path(module, name, fallback):
     return found if found and not path_problem(found, name) else fallback
 
 
+def systemd_running():
+    return os.path.isdir(SYSTEMD_RUNNING)
+
+
+def systemctl(module, *args, **kwargs):
+    """systemctl with args, through run_command (kwargs: its ok and what)."""
+    return run_command(module, ["systemctl"] + list(args), **kwargs)
+
+
+def active_state(module, unit):
+    """The unit's ActiveState word (active, reloading, activating, failed, inactive, ...); inactive where systemd does
+    not run the host."""
+    if not systemd_running():
+        return "inactive"
+    return systemctl(module, "is-active", unit, ok=None)[1].strip() or "inactive"
+
+
+def unit_enabled(module, unit):
+    """Whether the unit is enabled (systemctl reads that from the files, with or without a running systemd)."""
+    return systemctl(module, "is-enabled", unit, ok=None)[1].strip() == "enabled"
+
+
 def unit_link(unit_path):
     """Where `systemctl enable` would put the unit's link for multi-user.target."""
     return os.path.join(os.path.dirname(unit_path), "multi-user.target.wants", os.path.basename(unit_path))
@@ -142,8 +168,8 @@ class Owned(object):
             for entry in self.plan:
                 if entry["changed"]:
                     _apply(module, entry)
-            if any(e["unit"] and e["before"] != e["text"] for e in self.plan) and os.path.isdir("/run/systemd/system"):
-                run_command(module, ["systemctl", "daemon-reload"])
+            if any(e["unit"] and e["before"] != e["text"] for e in self.plan) and systemd_running():
+                systemctl(module, "daemon-reload")
         return self.result()
 
 

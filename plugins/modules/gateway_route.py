@@ -53,7 +53,7 @@ options:
   interface:
     description:
       - The interface towards the director; the kernel picks it from O(gateway) when omitted.
-      - "A kernel interface name, 1 to 15 of the characters C(A-Z a-z 0-9 _ . : @ + -) (not V(.) or V(..))."
+      - A kernel interface name, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
     type: str
   runtime:
     description: Change the routes in the running kernel.
@@ -105,9 +105,9 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
+from ansible_collections.lvs.nat.plugins.module_utils._addresses import interface_problem
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_command, run_module
-from ansible_collections.lvs.nat.plugins.module_utils._netfilter import is_interface_name
 
 IP_FALLBACK = "/sbin/ip"
 
@@ -166,9 +166,10 @@ def problems(gateway, networks, interface):
             errors.append(problem)
         elif net not in nets:
             nets.append(net)
-    # A kernel interface name as lvs.nat.nat_rules takes it: no newline, blank, quote or `;` reaches the unit.
-    if interface is not None and not is_interface_name(interface):
-        errors.append("interface=%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . : @ + -)" % (interface,))
+    # An interface name as every module takes it: no newline, blank, quote or `;` reaches the unit.
+    problem = None if interface is None else interface_problem(interface, "interface")
+    if problem:
+        errors.append(problem)
     return address and str(address), nets, errors
 
 

@@ -307,7 +307,6 @@ from ansible_collections.lvs.nat.plugins.module_utils import (
     _ipvs_args,
     _ipvs_names,
     _ipvs_plan,
-    _module,
     _persist,
 )
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
@@ -320,8 +319,6 @@ CODE_DIR = _health.CODE_DIR
 LAUNCHER = _health.LAUNCHER
 UNIT_NAME = _health.UNIT_NAME
 UNIT_PATH = "/etc/systemd/system/" + _health.UNIT_NAME
-# Exists when systemd runs the host (sd_booted()); without it there is nothing to start or stop.
-SYSTEMD_RUNNING = "/run/systemd/system"
 # The IPVS restore at boot (lvs.nat.ipvs_save's unit): the health service starts after it.
 RESTORE_UNIT = "lvs-nat-ipvs.service"
 PACKAGE = "ansible_collections.lvs.nat.plugins.module_utils"
@@ -459,17 +456,6 @@ def owned(module, doc):
     return _persist.Owned(files=files, units=[("unit", UNIT_PATH, unit_text(python, kill) if present else None)])
 
 
-def systemctl(module, *args, **kwargs):
-    return _module.run_command(module, ["systemctl"] + list(args), **kwargs)
-
-
-def running(module):
-    """Whether the service runs (False where systemd does not run the host)."""
-    if not os.path.isdir(SYSTEMD_RUNNING):
-        return False
-    return systemctl(module, "is-active", "--quiet", UNIT_NAME, ok=None)[0] == 0
-
-
 def action(files, present, active):
     """What systemd has to do once the files are as they should be: new code or unit -> restart, a new declaration
     only -> reload (SIGHUP), not running -> start; absent -> stop when running. None: nothing."""
@@ -485,9 +471,9 @@ def action(files, present, active):
 
 
 def status_text(module):
-    if not os.path.isdir(SYSTEMD_RUNNING):
+    if not _persist.systemd_running():
         return "systemd does not run this host"
-    rc, out, err = systemctl(module, "status", "--no-pager", "--full", "--lines=20", UNIT_NAME, ok=None)
+    rc, out, err = _persist.systemctl(module, "status", "--no-pager", "--full", "--lines=20", UNIT_NAME, ok=None)
     return (out or err).strip()
 
 
@@ -522,8 +508,9 @@ def differences(module, doc, state):
     writes the state), so a difference counts only when it is still there after two of the longest check intervals
     (at least 3 s), each comparison made with the state read anew."""
     settle = max([2 * svc["check"]["interval"] for svc in doc["services"]] + [3])
-    deadline = time.monotonic() + settle
     with _ipvs.Session(module) as kernel:
+        # From the first comparison: opening the session (importing pyroute2) may itself take longer than settle.
+        deadline = time.monotonic() + settle
         while True:
             wanted = _health.wanted_services(doc, _health.state_health(state))
             current = kernel.table(counters=False)
@@ -555,12 +542,12 @@ def apply(module, files, todo, present):
         return None
     since = time.time() if todo else None
     if todo == "stop":
-        systemctl(module, "stop", UNIT_NAME)
+        _persist.systemctl(module, "stop", UNIT_NAME)
     files.install(module)
     if not present:
         remove_empty_dirs()
     if todo in ("start", "restart", "reload"):
-        systemctl(module, todo, UNIT_NAME)
+        _persist.systemctl(module, todo, UNIT_NAME)
     return since
 
 
@@ -572,10 +559,10 @@ def run(module):
     check_paths(sys.executable)
     with _persist.lock("ipvs_health"):
         files = owned(module, doc)
-        if present and not module.check_mode and not os.path.isdir(SYSTEMD_RUNNING):
+        if present and not module.check_mode and not _persist.systemd_running():
             raise LvsNatError("%s cannot run here: systemd does not run this host (no %s)" % (
-                UNIT_NAME, SYSTEMD_RUNNING))
-        todo = action(files, present, running(module))
+                UNIT_NAME, _persist.SYSTEMD_RUNNING))
+        todo = action(files, present, _persist.active_state(module, UNIT_NAME) in _persist.ACTIVE)
         since = apply(module, files, todo, present)
         state = None
         if present and p["wait"] and not module.check_mode:

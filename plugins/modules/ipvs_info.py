@@ -15,6 +15,8 @@ description:
   - Read-only. Where the C(ip_vs) kernel module is not loaded, the kernel holds no table; the module then reports
     RV(ipvs_loaded=false) and loads nothing.
   - Also returns the state of the health service that M(lvs.nat.ipvs_health) installs (RV(health)), when it runs.
+  - Also returns the connection sync daemons the kernel runs (RV(sync_daemons), see M(lvs.nat.ipvs_sync_daemon)),
+    and with O(floating) which of the floating addresses of a VRRP pair this host holds (RV(vrrp)).
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -27,12 +29,22 @@ attributes:
     support: none
   platform:
     platforms: linux
-options: {}
+options:
+  floating:
+    description:
+      - Floating addresses (IPv4 or IPv6, without prefix) that a VRRP pair of directors moves between them, such as
+        the VIP and the DIP. The module then reports which of them this host holds (RV(vrrp)), read from the
+        kernel's addresses of every interface.
+      - Each address is checked before anything is read; an empty list is refused.
+    type: list
+    elements: str
+    version_added: 0.5.0
 notes:
   - The kernel sums its per-CPU counters into these totals and computes the rates every 2 seconds.
 seealso:
   - module: lvs.nat.ipvs_service
   - module: lvs.nat.ipvs_health
+  - module: lvs.nat.ipvs_sync_daemon
 """
 
 EXAMPLES = r"""
@@ -44,6 +56,17 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ ipvs.services | selectattr('port', 'equalto', 80) | map(attribute='real_servers') | flatten
              | items2dict(key_name='address', value_name='active_conns') }}"
+
+- name: Which director holds the VIP and the DIP
+  lvs.nat.ipvs_info:
+    floating: [198.51.100.10, 198.51.100.100]
+  register: ha
+
+- name: This director is the VRRP master, and both sync daemons run
+  ansible.builtin.assert:
+    that:
+      - ha.vrrp.state == 'MASTER'
+      - ha.sync_daemons | map(attribute='mode') | list == ['master', 'backup']
 """
 
 RETURN = r"""
@@ -146,27 +169,69 @@ health:
           V(last_result) (V(ok) or V(fail)), V(reason) (as C(connection refused), C(status 503)) and V(checks).
       type: list
       elements: dict
+sync_daemons:
+  description:
+    - The connection sync daemons the kernel runs, master first, with the settings of
+      M(lvs.nat.ipvs_sync_daemon)'s O(lvs.nat.ipvs_sync_daemon#module:daemons) as the kernel holds them (what
+      C(ipvsadm -L --daemon) shows); empty where none runs or C(ip_vs) is not loaded.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.5.0
+  sample:
+    - {mode: master, interface: eth2, sync_id: 51, max_len: 1472, group: 224.0.1.81, port: 8848, ttl: 1}
+    - {mode: backup, interface: eth2, sync_id: 51, max_len: 1472, group: 224.0.1.81, port: 8848, ttl: 1}
+vrrp:
+  description:
+    - Which of the O(floating) addresses this host holds.
+    - V(addresses) maps each floating address (in canonical form) to the interface that holds it, or null.
+    - V(state) is V(MASTER) where the host holds every floating address, V(BACKUP) where it holds none, V(SPLIT)
+      where it holds some only (VIP and DIP apart, which breaks NAT replies).
+  returned: when O(floating) is set
+  type: dict
+  version_added: 0.5.0
+  sample:
+    addresses: {198.51.100.10: eth1, 198.51.100.100: eth2}
+    state: MASTER
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _health, _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils import _addresses, _health, _ipvs
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, _ip
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 
 def build_module():
-    return AnsibleModule(argument_spec={}, supports_check_mode=True)
+    return AnsibleModule(argument_spec=dict(floating=dict(type="list", elements="str")), supports_check_mode=True)
+
+
+def floating_addresses(values, option="floating"):
+    """The floating addresses in canonical form, in order, without repeats; InvalidInput naming option[i]."""
+    if not values:
+        raise InvalidInput("%s must list at least one address" % option)
+    out = []
+    for i, value in enumerate(values):
+        address = str(_ip("%s[%d]" % (option, i), value))
+        if address not in out:
+            out.append(address)
+    return out
 
 
 def run(module):
+    floating = module.params["floating"]
+    floating = None if floating is None else floating_addresses(floating)
     # The path read at each run (not read_state's default): the unit tests point it at a tmp file.
-    health = _health.read_state(_health.STATE_PATH)
+    result = dict(changed=False, health=_health.read_state(_health.STATE_PATH))
+    if floating is not None:
+        result["vrrp"] = _addresses.vrrp_state(floating, _addresses.host_addresses())
     with _ipvs.Session(module) as kernel:
         info = kernel.info()
         if info is None:  # ip_vs not loaded: the kernel holds no table (reading loads nothing)
-            return dict(changed=False, ipvs_loaded=False, services=[], health=health)
-        result = dict(changed=False, ipvs_loaded=True, services=kernel.table(), timeouts=kernel.timeouts(),
-                      health=health)
+            result.update(ipvs_loaded=False, services=[], sync_daemons=[])
+            return result
+        result.update(ipvs_loaded=True, services=kernel.table(), timeouts=kernel.timeouts(),
+                      sync_daemons=kernel.daemons())
     result.update(info)
     return result
 

@@ -63,17 +63,20 @@ options:
         description: Destination IPv4 address or network (the VIP, for most rules).
         type: str
       protocol:
-        description: Transport protocol; needed with a port.
+        description:
+          - Transport protocol; needed with a port.
+          - V(vrrp) (IP protocol 112, the VRRP adverts of keepalived) has no port and is for V(accept) rules only;
+            it is written as the number, and the kernel's listing (by name or by number) reads back the same.
         type: str
-        choices: [tcp, udp]
+        choices: [tcp, udp, vrrp]
       port:
         description: Destination port, 1 to 65535; an integer or a string of ASCII digits.
         type: raw
       in_interface:
-        description: Incoming interface, 1 to 15 ASCII letters, digits and C(_.:@+-).
+        description: Incoming interface, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
         type: str
       out_interface:
-        description: Outgoing interface, 1 to 15 ASCII letters, digits and C(_.:@+-).
+        description: Outgoing interface, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
         type: str
       to_source:
         description: Source address to write (V(snat)).
@@ -167,6 +170,11 @@ EXAMPLES = r"""
       - type: masquerade
         source: 198.51.100.64/26
         out_interface: eth0
+      - type: accept
+        chain: input
+        in_interface: eth1
+        protocol: vrrp
+        comment: keepalived adverts
       - type: mark
         destination: 198.51.100.10
         protocol: tcp
@@ -222,7 +230,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 RULE_SPEC = dict(
     type=dict(type="str", required=True, choices=list(nf.RULE_TYPES)),
-    protocol=dict(type="str", choices=["tcp", "udp"]),
+    protocol=dict(type="str", choices=list(nf.RULE_FIELDS["protocol"])),
     chain=dict(type="str", choices=["input", "forward"]),
     # Ports, marks and bursts as given (int or text): nf.normalise_rules checks them with full matches.
     **dict((name, dict(type="raw")) for name in ("port", "to_port", "mark", "burst")),

@@ -494,3 +494,164 @@ def test_rounds_keep_their_cadence_when_a_check_takes_the_whole_interval(tmp_pat
 
     asyncio.run(scenario())
     assert len(started) >= 4, started
+
+
+# ---------------------------------------------------------------- what a round costs (an emulated director runs it)
+
+def count_calls(monkeypatch, obj, name):
+    """Wrap obj.name (until the test ends) so that each call is recorded; the list of calls' arguments."""
+    calls, real = [], getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+def pending_timers(loop):
+    return [h for h in loop._scheduled if not h.cancelled()]
+
+
+def test_the_state_document_is_made_only_when_something_changed_or_at_the_heartbeat(tmp_path, web, monkeypatch):
+    good, flaky = web(), web()
+    config(tmp_path, [dict(address="127.0.0.1", port=good.port, weight=1),
+                      dict(address="127.0.0.1", port=flaky.port, weight=1)])
+    kernel = TableSession([kernel_service({good.port: 1, flaky.port: 1})])
+    d = daemon(tmp_path, kernel)
+    state = tmp_path / "health.json"
+
+    def written():
+        """Whether the state file was written since the last call (then its document)."""
+        if state.stat().st_mtime_ns == 1:
+            return None
+        os.utime(state, ns=(1, 1))
+        return json.loads(state.read_text())
+
+    async def scenario():
+        await d.setup()
+        runner, = d.runners
+        made, reads = count_calls(monkeypatch, d, "state_document"), count_calls(monkeypatch, kernel, "service")
+        await d.round(runner)
+        assert len(made) == 1 and written()["round"] == 1
+        assert d.notifier.status == "config %s: 2 of 2 real servers healthy" % d.generation
+        for _round in range(3):
+            await d.round(runner)
+        assert len(made) == 1 and written() is None  # only counters changed: no document made, none written
+        flaky.close()
+        await d.round(runner)  # a failure, healthy still (fall=2): last_result and reason change
+        doc = written()
+        rs = dict((r["port"], r) for r in doc["services"][0]["real_servers"])
+        assert len(made) == 2 and (rs[flaky.port]["healthy"], rs[flaky.port]["last_result"]) == (True, "fail")
+        await d.round(runner)  # the transition
+        doc = written()
+        assert len(made) == 3 and [r["healthy"] for r in doc["services"][0]["real_servers"]] == [True, False]
+        assert d.notifier.status == "config %s: 1 of 2 real servers healthy" % d.generation
+        await d.round(runner)  # the same failure again
+        assert len(made) == 3 and written() is None
+        d.written_at -= _healthd.HEARTBEAT
+        await d.round(runner)
+        assert len(made) == 4 and written()["round"] == d.rounds == 8
+        # The kernel was read (and compared) once every round, whatever changed.
+        assert len(reads) == d.rounds
+
+    asyncio.run(scenario())
+
+
+def test_the_kernel_is_compared_every_round_and_the_wanted_entry_made_only_when_health_changes(
+        tmp_path, web, monkeypatch):
+    first, second = web(), web()
+    config(tmp_path, [dict(address="127.0.0.1", port=first.port, weight=2),
+                      dict(address="127.0.0.1", port=second.port, weight=1)], fall=1)
+    kernel = TableSession([kernel_service({first.port: 2, second.port: 1})])
+    d = daemon(tmp_path, kernel)
+    wanted = count_calls(monkeypatch, _healthd, "wanted_service")
+    prechecked = count_calls(monkeypatch, _healthd, "precheck_table") if hasattr(_healthd, "precheck_table") else []
+
+    async def scenario():
+        await d.setup()
+        runner, = d.runners
+        reads = count_calls(monkeypatch, kernel, "service")
+        for _round in range(3):
+            await d.round(runner)
+        assert kernel.applied == [] and len(reads) == 3
+        assert len(wanted) == 1 and len(prechecked) == 1
+        # Someone else changes the kernel behind the daemon's back: health did not change, the next round puts the
+        # declared table back all the same.
+        kernel.held[0]["real_servers"] = [r for r in kernel.held[0]["real_servers"] if r["port"] != second.port]
+        kernel.held[0]["real_servers"][0]["weight"] = 7
+        await d.round(runner)
+        assert held(kernel) == {first.port: 2, second.port: 1} and len(reads) == 4
+        assert len(wanted) == 1
+        second.close()
+        await d.round(runner)  # fall=1: out at once, the wanted entry made again for the new health
+        assert held(kernel) == {first.port: 2} and len(wanted) == 2
+        await d.round(runner)
+        assert held(kernel) == {first.port: 2} and len(wanted) == 2 and len(reads) == 6
+
+    asyncio.run(scenario())
+
+
+def test_the_sorry_server_taking_over_is_written_to_the_state_file_and_the_status(tmp_path, web):
+    up, down = web(), web()
+    svc = dict(protocol="tcp", address=VIP, port=80, scheduler="wrr", quorum=2, sorry_server="127.0.0.2:8080",
+               real_servers=[dict(address="127.0.0.1", port=p, weight=1) for p in (up.port, down.port)],
+               check=dict(type="tcp", interval=1, timeout=0.5, rise=1, fall=1))
+    (tmp_path / "director.json").write_text(_health.render_config(_health.config_document(
+        _health.check_services([svc]))))
+    kernel = TableSession([kernel_service({up.port: 1, down.port: 1})])
+    d = daemon(tmp_path, kernel)
+    state = tmp_path / "health.json"
+
+    async def scenario():
+        await d.setup()
+        runner, = d.runners
+        await d.round(runner)
+        assert json.loads(state.read_text())["services"][0]["sorry_server_active"] is False
+        down.close()
+        await d.round(runner)
+        assert held(kernel) == {8080: 1}
+        assert json.loads(state.read_text())["services"][0]["sorry_server_active"] is True
+        assert d.notifier.status.endswith("1 of 2 real servers healthy, 1 sorry server(s) in use")
+        os.utime(state, ns=(1, 1))
+        await d.round(runner)
+        assert state.stat().st_mtime_ns == 1  # nothing changed since
+
+    asyncio.run(scenario())
+
+
+def test_a_tcp_round_times_out_once_and_leaves_no_callback_behind(web):
+    ok, refused = web(), free_port()
+    full = socket.socket()  # a listener whose accept queue is full: the kernel drops the SYN, the connect hangs
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _attempt in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(full.getsockname())
+        fillers.append(filler)
+    targets = [("127.0.0.1", ok.port), ("127.0.0.1", full.getsockname()[1]), ("127.0.0.1", refused)]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        before = len(loop._selector.get_map())
+        start = loop.time()
+        results = await _healthd.tcp_round(targets, 0.3)
+        took = loop.time() - start
+        assert results == [(True, "ok"), (False, "timeout after 0.3s"), (False, "connection refused")]
+        assert 0.25 < took < 1.0
+        assert len(loop._selector.get_map()) == before and not pending_timers(loop)  # no writer, no timer left
+        task = loop.create_task(_healthd.tcp_round(targets, 5))  # cancelled while one connect still waits
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(loop._selector.get_map()) == before and not pending_timers(loop)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for sock in fillers + [full]:
+            sock.close()

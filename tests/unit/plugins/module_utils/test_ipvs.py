@@ -569,3 +569,192 @@ def test_pyroute2_is_imported_only_when_a_socket_is_opened():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------- the sync daemons (IPVS_CMD_ATTR_DAEMON)
+
+def attr(kind, payload):
+    """One netlink attribute built by hand: u16 length (header included), u16 type, payload, zeros to 4 bytes."""
+    return struct.pack("=HH", 4 + len(payload), kind) + payload + b"\0" * (-(4 + len(payload)) % 4)
+
+
+MASTER = dict(mode="master", interface="eth2", sync_id=51, max_len=1400, group="239.1.2.3", port=8850, ttl=2)
+
+
+def test_the_daemon_numbers_are_the_kernels():
+    # include/uapi/linux/ip_vs.h
+    assert (N.CMD_NEW_DAEMON, N.CMD_DEL_DAEMON, N.CMD_GET_DAEMON, I.CMD_ATTR_DAEMON) == (9, 10, 11, 3)
+    assert (I.DAEMON_STATE, I.DAEMON_MCAST_IFN, I.DAEMON_SYNC_ID, I.DAEMON_SYNC_MAXLEN, I.DAEMON_MCAST_GROUP,
+            I.DAEMON_MCAST_GROUP6, I.DAEMON_MCAST_PORT, I.DAEMON_MCAST_TTL) == tuple(range(1, 9))
+    assert N.DAEMON_MODES == {"master": 1, "backup": 2}  # IP_VS_STATE_MASTER, IP_VS_STATE_BACKUP
+
+
+def test_a_start_request_is_laid_out_as_the_kernel_reads_it():
+    """ip_vs_daemon_policy: u32 state, NUL-terminated name, u32 sync id, u16 maxlen, in_addr group (network order),
+    u16 port in host order (ip_vs_genl_new_daemon: nla_get_u16), u8 ttl."""
+    inner = (attr(1, struct.pack("=I", 1)) + attr(2, b"eth2\0") + attr(3, struct.pack("=I", 51))
+             + attr(4, struct.pack("=H", 1400)) + attr(5, bytes([239, 1, 2, 3])) + attr(7, struct.pack("=H", 8850))
+             + attr(8, bytes([2])))
+    assert I.encode_daemon(MASTER) == attr(3, inner)
+
+
+def test_a_stop_request_carries_the_mode_only_and_left_out_settings_are_not_sent():
+    assert I.encode_daemon({"mode": "backup"}, key_only=True) == attr(3, attr(1, struct.pack("=I", 2)))
+    lean = dict(MASTER, max_len=None, group=None, port=None, ttl=None)
+    assert I.encode_daemon(lean) == attr(3, attr(1, struct.pack("=I", 1)) + attr(2, b"eth2\0") + attr(3, struct.pack("=I", 51)))
+
+
+def test_an_ipv6_group_goes_in_its_own_attribute():
+    inner = I.parse_attrs(I.parse_attrs(I.encode_daemon(dict(MASTER, group="ff02::1:81")))[I.CMD_ATTR_DAEMON])
+    assert I.DAEMON_MCAST_GROUP not in inner
+    assert inner[I.DAEMON_MCAST_GROUP6] == bytes.fromhex("ff020000000000000000000000010081")
+
+
+def kernel_daemon_reply(state, ifname, syncid, maxlen, port, ttl, group):
+    """The attributes of a GET_DAEMON dump reply as ip_vs_genl_fill_daemon (6.1) puts them."""
+    inner = (attr(1, struct.pack("=I", state)) + attr(2, ifname + b"\0") + attr(3, struct.pack("=I", syncid))
+             + attr(4, struct.pack("=H", maxlen)) + attr(7, struct.pack("=H", port)) + attr(8, bytes([ttl])))
+    inner += attr(6, group) if len(group) == 16 else attr(5, group)
+    return attr(3, inner)
+
+
+def test_a_kernel_reply_reads_back_as_the_daemon():
+    reply = I.parse_attrs(kernel_daemon_reply(2, b"eth2", 51, 1472, 8848, 1, bytes([224, 0, 1, 81])))
+    assert I._daemon_reply(reply) == dict(mode="backup", interface="eth2", sync_id=51, max_len=1472,
+                                          group="224.0.1.81", port=8848, ttl=1)
+    six = I.parse_attrs(kernel_daemon_reply(1, b"eth1", 0, 1452, 9000, 3, bytes.fromhex("ff05" + "00" * 13 + "51")))
+    assert I._daemon_reply(six)["group"] == "ff05::51"
+    # A kernel before 4.3 sends the mode, the interface and the sync id only.
+    old = I.parse_attrs(attr(3, attr(1, struct.pack("=I", 1)) + attr(2, b"eth2\0") + attr(3, struct.pack("=I", 7))))
+    assert I._daemon_reply(old) == dict(mode="master", interface="eth2", sync_id=7, max_len=None, group=None,
+                                        port=None, ttl=None)
+
+
+def test_what_is_sent_reads_back_the_same():
+    for daemon in (MASTER, dict(MASTER, mode="backup", group="ff02::1:81", sync_id=0, ttl=255, port=65535)):
+        assert I._daemon_reply(I.parse_attrs(I.encode_daemon(daemon))) == daemon
+
+
+def genl(seq, cmd, payload, kind=0x20, flags=I.NLM_F_MULTI):
+    return struct.pack("=IHHIIBBH", 20 + len(payload), kind, flags, seq, 0, cmd, 1, 0) + payload
+
+
+def test_daemons_are_read_with_a_dump_master_first(fake_ipvs):
+    sent = []
+
+    def reply(seq):
+        return (genl(seq, N.CMD_NEW_DAEMON, kernel_daemon_reply(2, b"eth2", 51, 1472, 8848, 1, bytes([224, 0, 1, 81])))
+                + genl(seq, N.CMD_NEW_DAEMON, kernel_daemon_reply(1, b"eth2", 51, 1472, 8848, 1, bytes([224, 0, 1, 81])))
+                + error_msg(seq, 0, I.NLMSG_DONE))
+
+    sock = Replying(reply)
+    real_send = sock.send
+    sock.send = lambda data: sent.append(data) or real_send(data)
+    assert [d["mode"] for d in fake_ipvs(sock).daemons()] == ["master", "backup"]
+    n, _family, flags, _seq, _pid, cmd = struct.unpack_from("=IHHIIB", sent[0])
+    assert cmd == N.CMD_GET_DAEMON and flags & I.NLM_F_DUMP == I.NLM_F_DUMP and n == 20
+
+
+@pytest.mark.parametrize("call, code, message", [
+    (lambda ipvs: ipvs.start_daemon(MASTER), errno.EEXIST,
+     "Failed to start the master sync daemon (interface eth2, sync_id 51): A daemon of that mode already runs (errno 17)"),
+    (lambda ipvs: ipvs.start_daemon(MASTER), errno.ENODEV,
+     "Failed to start the master sync daemon (interface eth2, sync_id 51): No such interface (errno 19)"),
+    (lambda ipvs: ipvs.stop_daemon("backup"), errno.ESRCH,
+     "Failed to stop the backup sync daemon: No daemon of that mode runs (errno 3)"),
+])
+def test_a_refused_start_or_stop_names_the_daemon_and_what_the_errno_means_for_it(fake_ipvs, call, code, message):
+    with pytest.raises(I.IPVSError) as e:
+        call(fake_ipvs(Replying(lambda seq: error_msg(seq, code))))
+    assert str(e.value) == message and e.value.code == code
+
+
+class Daemons:
+    """start(daemon) and stop(mode) over held daemons, refusing as refuse says: (verb, mode) or ("start", mode,
+    sync_id) -> errno."""
+
+    def __init__(self, held, refuse=None):
+        self.held, self.refuse, self.calls = dict((d["mode"], d) for d in held), refuse or {}, []
+
+    def start(self, daemon):
+        self.calls.append(("start", daemon["mode"], daemon["sync_id"]))
+        code = self.refuse.get(("start", daemon["mode"], daemon["sync_id"]), self.refuse.get(
+            ("start", daemon["mode"]), errno.EEXIST if daemon["mode"] in self.held else 0))
+        if code:
+            raise I.IPVSError("Failed to start the %s: %s (errno %d)" % (N.describe_daemon(daemon), N.daemon_strerror(code), code), code)
+        self.held[daemon["mode"]] = daemon
+
+    def stop(self, mode):
+        self.calls.append(("stop", mode))
+        code = self.refuse.get(("stop", mode), 0 if mode in self.held else errno.ESRCH)
+        if code:
+            raise I.IPVSError("Failed to stop the %s sync daemon: %s (errno %d)" % (mode, N.daemon_strerror(code), code), code)
+        del self.held[mode]
+
+
+def test_a_refused_restart_starts_the_daemon_it_stopped_again_as_it_was():
+    backup = dict(MASTER, mode="backup")
+    old, new = dict(MASTER, sync_id=50), dict(MASTER, sync_id=52)
+    kernel = Daemons([old, backup], refuse={("start", "master", 52): errno.ENODEV})
+    ops = [("stop", old), ("start", new)]
+    with pytest.raises(I.IPVSError) as e:
+        I.run_daemon_ops(ops, [old, backup], kernel.start, kernel.stop)
+    assert kernel.calls == [("stop", "master"), ("start", "master", 52), ("start", "master", 50)]
+    assert kernel.held == {"master": old, "backup": backup}
+    assert str(e.value) == (
+        "Failed to start the master sync daemon (interface eth2, sync_id 52): No such interface (errno 19). "
+        "1 operation rolled back: stop the master sync daemon (interface eth2, sync_id 50): the sync daemons are as "
+        "the task found them.")
+    assert e.value.code == errno.ENODEV
+
+
+def test_a_rollback_restarts_the_old_daemon_and_names_what_it_could_not_undo():
+    old, new = dict(MASTER, sync_id=50), dict(MASTER, sync_id=52)
+    kernel = Daemons([old])
+    kernel.refuse[("start", "backup")] = errno.EINVAL
+    ops = [("stop", old), ("start", new), ("start", dict(new, mode="backup"))]
+    with pytest.raises(I.IPVSError) as e:
+        I.run_daemon_ops(ops, [old], kernel.start, kernel.stop)
+    # Undone, the last first: the new master stopped, the old one started again.
+    assert kernel.calls[3:] == [("stop", "master"), ("start", "master", 50)]
+    assert kernel.held == {"master": old}
+    assert e.value.details == dict(applied=["stop the master sync daemon (interface eth2, sync_id 50)",
+                                            "start the master sync daemon (interface eth2, sync_id 52)"],
+                                   rolled_back=["start the master sync daemon (interface eth2, sync_id 52)",
+                                                "stop the master sync daemon (interface eth2, sync_id 50)"],
+                                   not_rolled_back=[], changed=False, errno=errno.EINVAL)
+    # The old master cannot come back: the failure says so, and that the kernel was changed.
+    kernel = Daemons([old], refuse={("start", "backup"): errno.EINVAL})
+    real_start = kernel.start
+
+    def start(d):
+        if d["sync_id"] == 50:
+            raise I.IPVSError("Failed to start the %s: No such interface (errno 19)" % N.describe_daemon(d), errno.ENODEV)
+        return real_start(d)
+
+    kernel.start = start
+    with pytest.raises(I.IPVSError) as e:
+        I.run_daemon_ops(ops, [old], kernel.start, kernel.stop)
+    assert "COULD NOT ROLL BACK, still applied: stop the master sync daemon (interface eth2, sync_id 50)" in str(e.value)
+    assert e.value.details["changed"] is True
+
+
+def test_a_first_refusal_changes_nothing():
+    kernel = Daemons([], refuse={("start", "master"): errno.ENODEV})
+    with pytest.raises(I.IPVSError, match=r"\. Nothing had been applied: the sync daemons are as the task found them\.$"):
+        I.run_daemon_ops([("start", MASTER)], [], kernel.start, kernel.stop)
+
+
+def test_session_daemons_where_ip_vs_is_not_loaded_and_no_daemon_write_in_check_mode(session):
+    with I.Session(session.module) as kernel:
+        assert kernel.daemons() == []
+    session.module.check_mode = True
+    with I.Session(session.module) as kernel:
+        kernel.start_daemon(MASTER)
+        kernel.stop_daemon("master")
+        kernel.apply_daemons([("start", MASTER)], [])
+    assert Opened.instances == [] and session.modprobes == [(session.module, ["ip_vs"], True)] * 2
+
+
+def test_an_interface_mtu_and_a_missing_interface():
+    assert I.interface_mtu("lo") > 0 and I.interface_mtu("lvsnat-none0") is None

@@ -156,7 +156,7 @@ def _network():
 VALID = {
     "network": st.one_of(_network(), st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str)),
     "address": st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str)),
-    "interface": st.from_regex(r"[A-Za-z0-9_.:@+-]{1,15}", fullmatch=True),
+    "interface": st.from_regex(r"[A-Za-z0-9_.+-]{1,15}", fullmatch=True),
     "comment": st.from_regex(r"[A-Za-z0-9 _.,:/=+-]{1,64}", fullmatch=True),
     "rate": st.from_regex(r"[0-9]{1,10}/(second|minute|hour|day)", fullmatch=True),
 }

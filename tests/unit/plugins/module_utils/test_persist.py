@@ -354,3 +354,44 @@ def test_lock_name_is_checked(tmp_path, name):
     with pytest.raises(ValueError):
         with _persist.lock(name, directory=str(tmp_path)):
             pass  # pragma: no cover
+
+
+# -- asking systemd: the one systemctl of every module
+
+class Systemctl(object):
+    """A module whose run_command answers systemctl is-active / is-enabled with the given words."""
+
+    def __init__(self, active="active", enabled="enabled"):
+        self.words, self.calls, self.check_mode = dict(active=active, enabled=enabled), [], False
+
+    def get_bin_path(self, name, *args, **kwargs):
+        return "/usr/bin/" + name
+
+    def run_command(self, argv, **kwargs):
+        self.calls.append(argv[1:])
+        word = self.words["active" if argv[1] == "is-active" else "enabled"]
+        return (0 if word in ("active", "enabled") else 3), word + "\n", ""
+
+
+@pytest.mark.parametrize("word", ["active", "reloading", "activating", "failed", "inactive"])
+def test_active_state_is_systemctl_s_word(tmp_path, monkeypatch, word):
+    monkeypatch.setattr(_persist, "SYSTEMD_RUNNING", str(tmp_path))
+    module = Systemctl(active=word)
+    assert _persist.active_state(module, "x.service") == word
+    assert module.calls == [["is-active", "x.service"]]
+    assert (word in _persist.ACTIVE) == (word in ("active", "reloading"))  # what `systemctl is-active` exits 0 for
+
+
+def test_without_systemd_a_unit_is_inactive_and_systemctl_is_not_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(_persist, "SYSTEMD_RUNNING", str(tmp_path / "none"))
+    module = Systemctl()
+    assert not _persist.systemd_running() and _persist.active_state(module, "x.service") == "inactive"
+    assert module.calls == []
+
+
+@pytest.mark.parametrize("word, enabled", [("enabled", True), ("disabled", False), ("masked", False), ("", False)])
+def test_unit_enabled_reads_is_enabled_also_without_systemd(tmp_path, monkeypatch, word, enabled):
+    monkeypatch.setattr(_persist, "SYSTEMD_RUNNING", str(tmp_path / "none"))
+    module = Systemctl(enabled=word)
+    assert _persist.unit_enabled(module, "x.service") is enabled
+    assert module.calls == [["is-enabled", "x.service"]]

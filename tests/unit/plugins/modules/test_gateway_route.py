@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shlex
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.lvs.nat.plugins.module_utils import _persist
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import _show
 from ansible_collections.lvs.nat.plugins.modules import gateway_route
 
 GW = "198.51.100.100"
@@ -188,9 +190,9 @@ def test_interface_is_refused_naming_it_or_each_unit_line_is_one_route_via_it(tm
     try:
         r = gateway_route.run(m)
     except LvsNatError as e:
-        assert str(e).startswith("interface=%r is not an interface name" % interface)
+        assert str(e).startswith("interface=%s is not an interface name" % _show(interface))
         return
-    assert 1 <= len(interface) <= 15 and interface.isascii() and interface not in (".", "..") and "/" not in interface
+    assert re.fullmatch(r"[A-Za-z0-9_.+-]{1,15}", interface, re.ASCII) and interface not in (".", "..")
     text = r["diff"][1]["after"]
     assert [shlex.split(c) for c in directives(text, "ExecStart")] == [
         ["/usr/sbin/ip", "route", "replace", net, "via", GW, "dev", interface] for net in ("default", "198.51.100.0/26")]

@@ -53,7 +53,7 @@ class Systemd(object):
         args = argv[1:]
         self.calls.append(args)
         if args[0] == "is-active":
-            return (0 if self.active else 3), "", ""
+            return (0 if self.active else 3), ("active\n" if self.active else "inactive\n"), ""
         if args[0] == "status":
             return 3, "lvs-nat-healthd.service - lvs.nat real-server health checks\n  Active: activating (start)\n", ""
         if args[0] in ("start", "restart", "reload"):
@@ -429,3 +429,25 @@ def test_a_transition_between_reading_the_state_and_the_kernel_is_not_a_differen
     host["kernel"].held[0]["real_servers"].pop()
     assert ipvs_health.differences(None, doc, _health.read_state(host["state"])) == [
         "add real server 198.51.100.102:8080 to TCP 198.51.100.10:80"]
+
+
+def test_the_settling_time_counts_from_the_first_comparison_not_from_before_the_session_opens(host, monkeypatch):
+    # Seen in the lab: opening the session (pyroute2's import on an emulated director) took longer than the settling
+    # time, so a transition applied meanwhile (state file still old) was reported as a difference at once.
+    run(host)
+    systemd = host["systemd"]
+    stale = _health.read_state(host["state"])  # every real server healthy
+    systemd.down = {"198.51.100.102"}
+    systemd.reconcile()  # the service took .102 out: kernel first, then its state file
+    doc = document(declared())
+    now = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    kernel = _ipvs.Session
+
+    def slow_session(module):
+        now[0] += 10  # longer than the 3 s of settling
+        return kernel(module)
+
+    monkeypatch.setattr(_ipvs, "Session", slow_session)
+    assert ipvs_health.differences(None, doc, stale) == []

@@ -189,7 +189,8 @@ def test_where_ip_vs_is_not_loaded_the_table_is_empty_and_purging_removes_nothin
     result = run(ipvs_table, dict(TABLE, purge_services=True, _ansible_check_mode=True, _ansible_diff=True), capsys)
     assert result["removed"] == [] and result["diff"]["before"] == {} and kernel.applied == []
     assert result["changes"][0] == "add service TCP 198.51.100.10:80"
-    assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], health=None, invocation={"module_args": {}})
+    assert run(ipvs_info, {}, capsys) == dict(changed=False, ipvs_loaded=False, services=[], health=None, sync_daemons=[],
+                                              invocation={"module_args": {"floating": None}})
 
 
 # -- owned: the services the task declared once and no longer lists are removed, nothing else

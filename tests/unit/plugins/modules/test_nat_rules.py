@@ -160,3 +160,83 @@ def test_persistent_false_removes_the_files_an_earlier_run_wrote(kernel, tmp_pat
     assert r["changed"] and [d["after"] for d in r["diff"][1:]] == ["", ""]
     assert kernel.table is not None  # the rules stay in the kernel
     assert (files(tmp_path) == []) != check_mode
+
+
+# ---------------------------------------------------------------- protocol vrrp (keepalived's adverts, IP protocol 112)
+
+VRRP_RULES = [{"type": "accept", "chain": "input", "in_interface": "eth1", "protocol": "vrrp"},
+              {"type": "accept", "chain": "input", "source": "198.51.100.12", "destination": "198.51.100.11",
+               "protocol": "vrrp", "comment": "peer -p vrrp meta l4proto vrrp"},
+              {"type": "accept", "chain": "input", "in_interface": "eth2", "protocol": "udp", "port": 8848}]
+
+
+class ListingModule(FakeModule):
+    """A module whose tools print the given listing, whatever they are asked."""
+
+    def __init__(self, tmp_path, listing):
+        super(ListingModule, self).__init__(tmp_path)
+        self.listing = listing
+
+    def run_command(self, argv, **kwargs):
+        self.commands.append(argv)
+        return 0, self.listing(argv), ""
+
+
+def test_vrrp_is_written_as_its_number_for_both_tools():
+    rules = nf.normalise_rules(VRRP_RULES)
+    assert nf.nft_ruleset(rules)[0]["input"] == [
+        'iifname "eth1" meta l4proto 112 accept',
+        'ip saddr 198.51.100.12 ip daddr 198.51.100.11 meta l4proto 112 accept comment "peer -p vrrp meta l4proto vrrp"',
+        'iifname "eth2" udp dport 8848 accept']
+    assert nf.ipt_ruleset(rules)[("filter", "LVS-NAT-INPUT")] == [
+        "-A LVS-NAT-INPUT -i eth1 -p 112 -j ACCEPT",
+        '-A LVS-NAT-INPUT -s 198.51.100.12/32 -d 198.51.100.11/32 -p 112 -m comment --comment '
+        '"peer -p vrrp meta l4proto vrrp" -j ACCEPT',
+        "-A LVS-NAT-INPUT -i eth2 -p udp -m udp --dport 8848 -j ACCEPT"]
+
+
+@pytest.mark.parametrize("name", ["vrrp", "112"])  # /etc/protocols with netbase's vrrp line, or without it
+def test_vrrp_listed_by_name_or_number_reads_back_as_written(tmp_path, name):
+    """nft 1.0.6 and iptables 1.8.9 list protocol 112 by its /etc/protocols name: the read-back equals the rendered
+    rule, so a second run changes nothing; a comment that happens to contain the words is left as it is."""
+    rules = nf.normalise_rules(VRRP_RULES)
+    comment = '"peer -p vrrp meta l4proto vrrp"'
+    nft_listing = ("table inet lvs_nat {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n"
+                   '\t\tiifname "eth1" meta l4proto %s accept\n'
+                   "\t\tip saddr 198.51.100.12 ip daddr 198.51.100.11 meta l4proto %s accept comment %s\n"
+                   '\t\tiifname "eth2" udp dport 8848 accept\n\t}\n}\n') % (name, name, comment)
+    nft = nf.Nftables(ListingModule(tmp_path, lambda argv: nft_listing))
+    assert nft.current()["input"] == nft.desired(rules)["input"]
+
+    def ipt_listing(argv):
+        if "filter" not in argv:
+            return ""
+        return ("-P INPUT ACCEPT\n-N LVS-NAT-INPUT\n-A INPUT -j LVS-NAT-INPUT\n-A LVS-NAT-INPUT -i eth1 -p %s -j ACCEPT\n"
+                "-A LVS-NAT-INPUT -s 198.51.100.12/32 -d 198.51.100.11/32 -p %s -m comment --comment %s -j ACCEPT\n"
+                "-A LVS-NAT-INPUT -i eth2 -p udp -m udp --dport 8848 -j ACCEPT\n") % (name, name, comment)
+    ipt = nf.Iptables(ListingModule(tmp_path, ipt_listing))
+    assert ipt.current()[("filter", "LVS-NAT-INPUT")] == ipt.desired(rules)[("filter", "LVS-NAT-INPUT")]
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"type": "accept", "chain": "input", "protocol": "vrrp", "port": 112},
+     "rules[0].protocol=vrrp (IP protocol 112) is for accept rules without a port: remove rules[0].port"),
+    ({"type": "mark", "protocol": "vrrp", "mark": 1}, "rules[0].protocol=vrrp (IP protocol 112) is for accept rules"),
+    ({"type": "dnat", "destination": "198.51.100.10", "protocol": "vrrp", "to_destination": "198.51.100.65"},
+     "rules[0].protocol=vrrp (IP protocol 112) is for accept rules"),
+    ({"type": "accept", "chain": "input", "protocol": "112"}, "rules[0].protocol='112' must be one of: tcp, udp, vrrp"),
+    ({"type": "accept", "chain": "input", "protocol": "VRRP"}, "rules[0].protocol='VRRP' must be one of"),
+])
+def test_vrrp_is_refused_where_it_does_not_apply(rule, message):
+    with pytest.raises(nf.NetfilterError) as e:
+        nf.normalise_rules([rule])
+    assert str(e.value).startswith(message)
+
+
+def test_vrrp_applied_once_then_nothing_to_do(kernel, tmp_path):
+    """Applied once, then read back equal; the argument spec takes vrrp (its choices are the validator's)."""
+    module = FakeModule(tmp_path, rules=VRRP_RULES)
+    first = nat_rules.run(module)
+    assert first["changed"] and 'iifname "eth1" meta l4proto 112 accept' in first["ruleset"]["input"]
+    assert not nat_rules.run(FakeModule(tmp_path, rules=VRRP_RULES))["changed"]
+    assert nat_rules.RULE_SPEC["protocol"]["choices"] == ["tcp", "udp", "vrrp"]
