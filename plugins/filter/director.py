@@ -10,12 +10,14 @@ lvs.nat.director_differences: what the kernel holds otherwise than declared, for
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.lvs.nat.plugins.module_utils import _health, _netfilter, _sysctl
+from ansible_collections.lvs.nat.plugins.module_utils._addresses import interface_problem
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import (
     IPVS_SERVICE_SPEC,
     IPVS_TIMEOUTS_SPEC,
@@ -49,6 +51,7 @@ BACKENDS = ("auto", "nftables", "iptables")
 _PYROUTE2_PIN = re.compile(r"pyroute2==[0-9]+([.][0-9]+)*((a|b|rc)[0-9]+)?([.]post[0-9]+)?", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _WHEEL_NAME = re.compile(r"pyroute2-[0-9A-Za-z_.+!-]+[.]whl", re.ASCII)
+_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
 def _validate(spec, params, where, relations=None):
@@ -320,8 +323,9 @@ def _rule(rule, where, errors):
     return None if problems else rule
 
 
-def _nat_rules(role_vars, services, errors):
-    """The role's own rules, then director_nat_rules; each role rule's error names the variable it comes from."""
+def _nat_rules(role_vars, services, errors, ha_rules=()):
+    """The role's own rules (with director_ha: VRRP and the sync daemons accepted, ha_rules), then
+    director_nat_rules; each role rule's error names the variable it comes from."""
     vip, net = role_vars.get("director_vip"), role_vars.get("director_private_network")
     iface = role_vars.get("director_outbound_interface")
     # nat_rules matches TCP and UDP; an sctp service needs no accept where the input policy accepts.
@@ -333,6 +337,7 @@ def _nat_rules(role_vars, services, errors):
                        ("director_private_network", dict(type="accept", chain="forward", destination=net))]
         if iface:
             role_rules.append(("director_outbound_interface", dict(type="masquerade", source=net, out_interface=iface)))
+    role_rules += [("director_ha", rule) for rule in ha_rules]
     rules = []
     for name, rule in role_rules:
         rules.append(rule)
@@ -390,14 +395,242 @@ def _other_variables(role_vars, errors):
                     "letters, digits and _.+!- in its name), not %s" % _show(wheel)])
 
 
+# ---------------------------------------------------------------- two directors (director_ha)
+
+# director_ha's keys: (low, high) for whole numbers, "number" for advert_int and startup_delay, "bool" for preempt.
+HA_KEYS = dict(vrid=(1, 255), private_vrid=(1, 255), advert_int=(0, 255), preempt="bool", preempt_delay=(0, 1000),
+               startup_delay=(0, 3600), sync_id=(0, 255), sync_port=(1, MAX_U16))
+HA_DEFAULTS = dict(advert_int=1, preempt=False, preempt_delay=0, startup_delay=5, sync_port=8848)
+# Each director's host variables with director_ha (their role defaults: "" for the four required, 100 for priority).
+HA_HOST_VARS = ("director_public_interface", "director_private_interface", "director_public_address",
+                "director_private_address")
+# A fixed address with its prefix, or a floating address: IPv4 in ASCII digits (they reach keepalived.conf).
+_IPV4 = re.compile(r"[0-9]{1,3}([.][0-9]{1,3}){3}", re.ASCII)
+_IPV4_PREFIX = re.compile(r"[0-9]{1,3}([.][0-9]{1,3}){3}/[0-9]{1,2}", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,10}([.][0-9]{1,6})?", re.ASCII)
+_ROUTER_ID_BAD = re.compile(r"[^A-Za-z0-9_.-]", re.ASCII)
+
+
+def _ha_whole(where, value, low, high):
+    """A whole number (an int, or ASCII digits) in low..high; (value, errors)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+            isinstance(value, str) and not _DIGITS.fullmatch(value)):
+        return None, ["%s=%s is not a whole number (ASCII digits)" % (where, _show(value))]
+    if not low <= int(value) <= high:
+        return None, ["%s=%s is out of range: it must be between %d and %d" % (where, value, low, high)]
+    return int(value), []
+
+
+def _ha_number(where, value, low, high):
+    """A number above low (advert_int: above 0) or at least low (startup_delay: 0 allowed), at most high."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+            isinstance(value, str) and not _DECIMAL.fullmatch(value)) or (
+            isinstance(value, float) and math.isnan(value)):
+        return None, ["%s=%s is not a number" % (where, _show(value))]
+    number = float(value)
+    above = where.endswith("advert_int")
+    if (number <= low if above else number < low) or number > high:
+        return None, ["%s=%s is out of range: it must be %s %d and at most %d" % (
+            where, value, "above" if above else "at least", low, high)]
+    return int(number) if number == int(number) else number, []
+
+
+def _ha_settings(ha, errors):
+    """director_ha's keys checked and defaulted; None when any is bad."""
+    unknown = sorted(k if isinstance(k, str) else repr(k) for k in ha if k not in HA_KEYS)
+    if unknown:
+        errors.add(["director_ha: unknown key(s) %s (it takes %s)" % (", ".join(map(_show, unknown)), ", ".join(HA_KEYS))])
+        return None
+    if ha.get("vrid") is None:
+        errors.add(["director_ha.vrid is required (the public instance's VRID, 1 to 255)"])
+        return None
+    given = dict((k, v) for k, v in ha.items() if v is not None)
+    out, bad = dict(HA_DEFAULTS), []
+    for key, kind in HA_KEYS.items():
+        if key not in given:
+            continue
+        where = "director_ha.%s" % key
+        if kind == "bool":
+            value, problems = _value(dict(type="bool"), given[key], where)
+            problems = ["%s: %s" % (where, m) for m in problems]
+        elif key in ("advert_int", "startup_delay"):
+            value, problems = _ha_number(where, given[key], *kind)
+        else:
+            value, problems = _ha_whole(where, given[key], *kind)
+        bad += problems
+        out[key] = value
+    if not bad and "private_vrid" not in given:
+        out["private_vrid"], bad = _ha_whole("director_ha.private_vrid (director_ha.vrid + 1, its default)",
+                                             out["vrid"] + 1, 1, 255)
+    if not bad and out["private_vrid"] == out["vrid"]:
+        bad.append("director_ha.private_vrid=%d is director_ha.vrid too: a VRID used twice (the private instance "
+                   "needs its own)" % out["vrid"])
+    if not bad and out["preempt_delay"] and not out["preempt"]:
+        bad.append("director_ha.preempt_delay=%s needs director_ha.preempt true" % out["preempt_delay"])
+    out.setdefault("sync_id", out["vrid"])
+    errors.add(bad)
+    return None if bad else out
+
+
+def _floating(name, value, errors):
+    """director_vip or director_dip as an IPv4 address; None when bad."""
+    if not isinstance(value, str) or not _IPV4.fullmatch(value):
+        errors.add(["%s=%s must be an IPv4 address with director_ha" % (name, _show(value))])
+        return None
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError as e:
+        errors.add(["%s=%s is not an IPv4 address: %s" % (name, _show(value), e)])
+        return None
+
+
+def _director_host(host, hostvars, errors):
+    """A director's host variables with director_ha: dict(interfaces, fixed addresses as IPv4Interface, priority)
+    or None when one is missing or bad (each error naming the host and the variable)."""
+    try:
+        found = dict((name, _hostvar(hostvars, host, name)) for name in HA_HOST_VARS + ("director_ha_priority",))
+    except Exception as e:  # noqa: BLE001 - a host variable that cannot be templated is a bad value like any other
+        errors.add(["host %s: its variables cannot be read: %s" % (host, e)])
+        return None
+    out, bad = {}, []
+    for name in HA_HOST_VARS:
+        defined, value = found[name]
+        where = "host %s %s" % (host, name)
+        if not defined or value in ("", None):
+            bad.append("%s is required with director_ha" % where)
+        elif name.endswith("_interface"):
+            problem = interface_problem(value, where)
+            if problem:
+                bad.append(problem)
+            out[name] = value
+        elif not isinstance(value, str) or not _IPV4_PREFIX.fullmatch(value):
+            bad.append("%s=%s must be the director's own IPv4 address with its prefix, such as 198.51.100.11/26" % (
+                where, _show(value)))
+        else:
+            try:
+                out[name] = ipaddress.IPv4Interface(value)
+            except ValueError as e:
+                bad.append("%s=%s is not an IPv4 address with a prefix: %s" % (where, _show(value), e))
+    defined, priority = found["director_ha_priority"]
+    out["priority"], problems = _ha_whole("host %s director_ha_priority" % host, priority if defined else 100, 1, 254)
+    bad += problems
+    if not bad and out["director_public_interface"] == out["director_private_interface"]:
+        bad.append("host %s director_private_interface=%s is director_public_interface too: the VIP and the DIP "
+                   "need a NIC each" % (host, out["director_private_interface"]))
+    errors.add(bad)
+    return None if bad else out
+
+
+def _ha_addresses(vip, dip, directors, errors):
+    """The floating addresses inside every director's networks, never a director's fixed address; the fixed
+    addresses all different."""
+    if vip is not None and vip == dip:
+        errors.add(["director_dip=%s is director_vip too: the VIP and the DIP are two addresses" % dip])
+    seen = {}
+    for host, fixed in directors.items():
+        for name, floating, side in (("director_vip", vip, "director_public_address"),
+                                     ("director_dip", dip, "director_private_address")):
+            if floating is not None and floating not in fixed[side].network:
+                errors.add(["%s=%s is outside host %s's %s network %s" % (name, floating, host, side, fixed[side].network)])
+        for side in ("director_public_address", "director_private_address"):
+            address = fixed[side].ip
+            for name, floating in (("director_vip", vip), ("director_dip", dip)):
+                if address == floating:
+                    errors.add(["%s=%s is host %s's fixed address (%s): a floating address is held by keepalived "
+                                "only" % (name, floating, host, side)])
+            if address in seen:
+                errors.add(["host %s %s=%s is also host %s's %s: each director has its own fixed addresses" % (
+                    host, side, address, seen[address][0], seen[address][1])])
+            seen.setdefault(address, (host, side))
+
+
+def _ha_gateways(dip, role_vars, groups, hostvars, errors):
+    """Each real server that sets realserver_gateway routes through the floating DIP (the real server role checks
+    the value's form; a value that is no address is its error)."""
+    for host in (groups or {}).get(role_vars.get("director_realservers_group")) or []:
+        try:
+            found, gateway = _hostvar(hostvars, host, "realserver_gateway")
+        except Exception:  # noqa: BLE001 - reported by the real server role's own preflight
+            continue
+        if not found or not isinstance(gateway, str) or not _IPV4.fullmatch(gateway):
+            continue
+        try:
+            if ipaddress.IPv4Address(gateway) != dip:
+                errors.add(["host %s realserver_gateway=%s is not director_dip %s: with director_ha the real servers' "
+                            "replies go through the floating DIP" % (host, gateway, dip)])
+        except ValueError:
+            continue
+
+
+def _ha_plan(me, settings, vip, dip, directors):
+    """What this director's tasks take: the accept rules, the sync daemons, keepalived_vrrp's arguments."""
+    own = directors[me]
+    public, private = own["director_public_interface"], own["director_private_interface"]
+    others = [h for h in directors if h != me]
+    instances = [
+        dict(name="public", interface=public, vrid=settings["vrid"],
+             address="%s/%d" % (vip, own["director_public_address"].network.prefixlen),
+             source=str(own["director_public_address"].ip),
+             peers=[str(directors[h]["director_public_address"].ip) for h in others], track_interfaces=[private]),
+        dict(name="private", interface=private, vrid=settings["private_vrid"],
+             address="%s/%d" % (dip, own["director_private_address"].network.prefixlen),
+             source=str(own["director_private_address"].ip),
+             peers=[str(directors[h]["director_private_address"].ip) for h in others], track_interfaces=[public])]
+    keepalived = dict(router_id=_ROUTER_ID_BAD.sub("_", me)[:64], priority=own["priority"],
+                      advert_int=settings["advert_int"], preempt=settings["preempt"],
+                      startup_delay=settings["startup_delay"], instances=instances)
+    if settings["preempt"]:
+        keepalived["preempt_delay"] = settings["preempt_delay"]
+    daemon = dict(interface=private, sync_id=settings["sync_id"], port=settings["sync_port"])
+    rules = [dict(type="accept", chain="input", in_interface=public, protocol="vrrp"),
+             dict(type="accept", chain="input", in_interface=private, protocol="vrrp"),
+             dict(type="accept", chain="input", in_interface=private, protocol="udp", port=settings["sync_port"])]
+    wait = settings["startup_delay"] + 4 * settings["advert_int"] + 5
+    return dict(directors=list(directors), floating=[str(vip), str(dip)], keepalived=keepalived,
+                sync_daemons=[dict(daemon, mode="master"), dict(daemon, mode="backup")], nat_rules=rules,
+                wait=int(wait) + (wait != int(wait)))
+
+
+def _ha(role_vars, groups, hostvars, errors):
+    """director_ha: {} (one director) or, with two directors or more, this director's part of the pair; every
+    refusal names the variable (director_ha.KEY, director_vip, director_dip, host H VARIABLE)."""
+    ha = role_vars.get("director_ha")
+    if ha is None or ha == {}:
+        return {}
+    if not isinstance(ha, dict):
+        errors.add(["director_ha must be a mapping (empty for one director), not %s" % _show(ha)])
+        return {}
+    found = len(errors)
+    settings = _ha_settings(ha, errors)
+    vip = _floating("director_vip", role_vars.get("director_vip"), errors)
+    dip = _floating("director_dip", role_vars.get("director_dip"), errors)
+    group, me = role_vars.get("director_group"), role_vars.get("inventory_hostname")
+    hosts = list((groups or {}).get(group) or []) if isinstance(group, str) else []
+    if len(hosts) < 2:
+        errors.add(["director_ha needs at least two directors: the group %s (director_group) has %d" % (
+            _show(group), len(hosts))])
+    elif me not in hosts:
+        errors.add(["director_ha: host %s is not in the group %s (director_group)" % (_show(me), _show(group))])
+    directors = dict((h, _director_host(h, hostvars, errors)) for h in hosts)
+    if None not in directors.values():
+        _ha_addresses(vip, dip, directors, errors)
+    if dip is not None:
+        _ha_gateways(dip, role_vars, groups, hostvars, errors)
+    if len(errors) > found or settings is None:
+        return {}
+    return _ha_plan(me, settings, vip, dip, directors)
+
+
 def director_plan(role_vars, groups=None, hostvars=None):
-    """The director role's variables -> dict(services, nat_rules, sysctl, timeouts, errors)."""
+    """The director role's variables -> dict(services, table, checked, skip, nat_rules, sysctl, timeouts, ha, errors)."""
     errors = _Errors()
     if not isinstance(role_vars, dict):
-        return dict(services=[], table=[], checked=[], skip=[], nat_rules=[], sysctl={}, timeouts={},
+        return dict(services=[], table=[], checked=[], skip=[], nat_rules=[], sysctl={}, timeouts={}, ha={},
                     errors=["director_plan takes a mapping of the role's variables, not %s" % _show(role_vars)])
-    services = _services(role_vars, groups, hostvars if hostvars is not None else {}, errors)
-    nat_rules = _nat_rules(role_vars, services, errors)
+    hostvars = hostvars if hostvars is not None else {}
+    services = _services(role_vars, groups, hostvars, errors)
+    ha = _ha(role_vars, groups, hostvars, errors)
+    nat_rules = _nat_rules(role_vars, services, errors, ha.get("nat_rules", []))
     sysctl = _sysctl_settings(role_vars.get("director_sysctl"), errors)
     timeouts = _timeouts(role_vars.get("director_timeouts"), errors)
     _other_variables(role_vars, errors)
@@ -408,7 +641,7 @@ def director_plan(role_vars, groups=None, hostvars=None):
     skip = [dict((k, svc[k]) for k in ("protocol", "address", "port", "fwmark", "family") if svc.get(k) is not None)
             for svc in checked]
     return dict(services=services, table=table, checked=checked, skip=skip, nat_rules=nat_rules, sysctl=sysctl,
-                timeouts=timeouts, errors=list(errors))
+                timeouts=timeouts, ha=ha, errors=list(errors))
 
 
 # ---------------------------------------------------------------- the role's verify phase (lvs.nat.director_differences)

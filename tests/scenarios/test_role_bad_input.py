@@ -30,6 +30,18 @@ INJECTED_RIP = '198.51.100.65"\n    - address: "198.51.100.166'
 INJECTED_IFACE = 'eth0"}\n- {type: accept, chain: input, source: "0.0.0.0/0'
 
 
+# director_ha (two directors): every HA variable given as an extra variable, so that each case is refused for its own
+# reason on the one-director lab and on the pair alike. Extra variables give every director the same host variables:
+# a case may be refused for that too; the message looked for is its own.
+HA = {"director_dip": "198.51.100.100", "director_ha": {"vrid": 51}, "director_public_interface": "eth1",
+      "director_private_interface": "eth2", "director_public_address": "198.51.100.11/26",
+      "director_private_address": "198.51.100.98/26", "realserver_gateway": "198.51.100.100"}
+
+
+def ha(**changes):
+    return dict(services(), **dict(HA, **changes))
+
+
 def services(*more):
     return {"director_services": LAB_SERVICES + [EXTRA, *more]}
 
@@ -98,6 +110,21 @@ CASES = [
      "director_services[2].check.expect_status[0]=99 is out of range"),
     ("sorry server not an address", bad_service(check=CHECK, sorry_server="nope"),
      "director_services[2].sorry_server='nope' is not an address"),
+    # director_ha (issue 16, item 9): refused in the preflight, naming the variable.
+    ("real servers' gateway not the DIP", ha(realserver_gateway="198.51.100.99"),
+     "realserver_gateway=198.51.100.99 is not director_dip 198.51.100.100"),
+    ("VIP outside the public network", ha(director_public_address="203.0.113.11/26"),
+     "director_vip=198.51.100.10 is outside host "),
+    ("DIP outside the private network", ha(director_dip="198.51.100.130", realserver_gateway="198.51.100.130"),
+     "director_dip=198.51.100.130 is outside host "),
+    ("VRID used twice", ha(director_ha={"vrid": 51, "private_vrid": 51}),
+     "director_ha.private_vrid=51 is director_ha.vrid too"),
+    ("floating DIP is a fixed address", ha(director_private_address="198.51.100.100/26"),
+     "director_dip=198.51.100.100 is host "),
+    ("director_ha with one director (the one-director lab)", ha(),
+     "director_ha needs at least two directors"),
+    ("advert_int 0", ha(director_ha={"vrid": 51, "advert_int": 0}), "director_ha.advert_int=0 is out of range"),
+    ("vrid 256", ha(director_ha={"vrid": 256}), "director_ha.vrid=256 is out of range"),
 ]
 
 
