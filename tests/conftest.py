@@ -43,6 +43,26 @@ def lab(request):
             labmod.down()  # raises when anything is left behind
 
 
+@pytest.fixture(scope="session")
+def ha_lab(request):
+    """The lab with two directors (HA), for tests/ha: made anew when the lab runs with one, taken down at the end
+    unless it was up with two before or LVSNAT_LAB_KEEP is set."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        was_up = labmod.status()["up"] and len(labmod.guests()) == 2
+        labmod.up(directors=2)
+    yield labmod
+    if not was_up and not os.environ.get("LVSNAT_LAB_KEEP"):
+        with capman.global_and_fixture_disabled():
+            labmod.down()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The HA tests are the run's last phase: they remake the lab with two directors, after the one-director suite.
+    ha = ROOT / "tests" / "ha"
+    items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(ha))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     # Tests that need the lab must run here: a skip or xfail counts as a failure.
     skipped = terminalreporter.stats.get("skipped", []) + terminalreporter.stats.get("xfailed", [])

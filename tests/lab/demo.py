@@ -7,7 +7,9 @@ Run by `./run demo`, which puts tests/ and tests/lab on PYTHONPATH (for harness 
 from __future__ import annotations
 
 import collections
+import signal
 import sys
+import time
 
 import harness
 import lab
@@ -36,8 +38,44 @@ def main() -> int:
             print(f"  {i:2}  {answer}")
         print("  " + ", ".join(f"{who.split()[-1]}: {n}" for who, n in sorted(collections.Counter(answers).items())))
         print()
+    if len(lab.guests()) > 1:
+        failover()
     print("The lab stays up: ./run lab shell client | director | rs1 ..., ./run lab status, ./run lab down")
     return 0
+
+
+def failover():
+    """Two directors: kill the master's QEMU while the client opens a connection every 100 ms; the requests around
+    the takeover, each with the director that held the VIP when it started; then the killed one powered on again."""
+    import ha  # noqa: PLC0415 - only with two directors
+
+    holders, probe = ha.Holders(), ha.Probe()
+    try:
+        master = holders.wait_master(timeout=30)
+        print(f"== two directors: {master} is master (holds {lab.VIP} and {lab.DIP}); killing its QEMU (kill -9) while "
+              "the client opens a connection to the VIP every 100 ms (0.5 s timeout each)")
+        time.sleep(2)
+        t = time.time()
+        lab.kill_qemu(master, sig=signal.SIGKILL)
+        holders.lost(master, t)
+        new = holders.wait_master(not_this=master, timeout=30)
+        probe.wait_success_after(time.time(), 15)
+        time.sleep(1.5)
+        shown = [r for r in probe.results(t - 1.0) if r["t"] <= time.time() - 1]
+        for r in shown:
+            vip = ", ".join(sorted(holders.holders(lab.VIP, r["t"]))) or "nobody"
+            print(f"  {r['t'] - t:+7.2f} s  {'ok    ' + r['what'] if r['ok'] else 'FAILED ' + r['what']:40}"
+                  f"  VIP on {vip}")
+        gap = probe.gap(t)
+        print(f"== {new} took over; service gap for new connections: {gap:.2f} s (host clock)")
+        lab.power_on_director(master)
+        holders.attach(master)
+        time.sleep(8)
+        print(f"== {master} powered on again: it is "
+              f"{'backup' if holders.master() == new else 'MASTER (unexpected)'}; {new} stays master\n")
+    finally:
+        probe.stop()
+        holders.stop()
 
 
 if __name__ == "__main__":

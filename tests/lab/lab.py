@@ -10,6 +10,10 @@ Lab segments are host bridges with no address, inside 198.51.100.0/24 only:
   mgmt     198.51.100.192/27  podman network: the containers' eth0, outbound NAT
   guest    198.51.100.224/27  QEMU user networking: the director's eth0, SSH hostfwd
 
+With LVSNAT_LAB_DIRECTORS=2 two director guests boot side by side from the same image (director1, director2): each
+has fixed addresses of its own (.11 and .98, .12 and .99) and the VIP and the DIP float between them (keepalived,
+from the director role's HA declaration in the inventory).
+
 Usage: lab.py up | down | status | shell HOST [CMD...] | inventory
 Settings come from LVSNAT_LAB_* environment variables (see README).
 """
@@ -40,7 +44,7 @@ def _env(name: str, default: str) -> str:
 NAME = _env("NAME", "lvsnat")  # prefix of every device, container and network the lab makes
 REALSERVERS = int(_env("REALSERVERS", "2"))
 ACCEL = _env("ACCEL", "auto")  # auto | kvm | tcg
-SSH_PORT = int(_env("SSH_PORT", "2222"))
+SSH_PORT = int(_env("SSH_PORT", "2222"))  # the first director's; the second's is the next port
 CACHE = Path(_env("CACHE", "/var/cache/lvs-nat-lab"))
 STATE = Path(_env("STATE", "/run/lvs-nat-lab")) / NAME
 MIRROR = _env("MIRROR", "http://deb.debian.org/debian")
@@ -64,10 +68,16 @@ DIP = "198.51.100.100"
 MGMT_GATEWAY = "198.51.100.193"
 GUEST_HOST, GUEST_DNS, GUEST_IP = "198.51.100.225", "198.51.100.226", "198.51.100.240"
 MAX_REALSERVERS = 20
+# Two directors (LVSNAT_LAB_DIRECTORS=2): fixed addresses of each on the public and the private segment; the VIP and
+# the DIP float. VRRP ids of the two instances (public, private).
+HA_FIXED = {"director1": ("198.51.100.11", "198.51.100.98"), "director2": ("198.51.100.12", "198.51.100.99")}
+HA_VRIDS = (51, 52)
+HA_ECHO_PORT = 7007
 REGISTRY_HOSTS = ("deb.debian.org", "pypi.org", "files.pythonhosted.org")
 
 BR_PUB, BR_PRIV = f"{NAME}-pub", f"{NAME}-priv"
 TAP_PUB, TAP_PRIV = f"{NAME}-dpub", f"{NAME}-dpriv"
+DIRECTORS_FILE = STATE / "directors"
 MGMT_NET = f"{NAME}-mgmt"
 LABEL = f"lvsnat.lab={NAME}"
 FW_COMMENT = f"{NAME}-lab"
@@ -79,7 +89,8 @@ COMMON_PACKAGES = [
     "iproute2", "iptables", "nftables", "procps", "curl", "ca-certificates", "kmod",
     "netbase", "iputils-ping", "less",
 ]
-DIRECTOR_PACKAGES = COMMON_PACKAGES + ["linux-image-cloud-amd64", "initramfs-tools", "udev", "ipvsadm"]
+# keepalived: the director role installs it for two directors (HA); in the image so that the HA lab needs no download.
+DIRECTOR_PACKAGES = COMMON_PACKAGES + ["linux-image-cloud-amd64", "initramfs-tools", "udev", "ipvsadm", "keepalived"]
 NODE_PACKAGES = COMMON_PACKAGES
 
 
@@ -173,11 +184,69 @@ def realserver_ip(rs: str) -> str:
     return containers()[rs][3].split("/")[0]
 
 
+class Guest:
+    """One director guest: its name among the lab hosts, SSH port, taps, NIC MACs (the image's networkd files give
+    each MAC its addresses), QEMU files and lab addresses."""
+
+    def __init__(self, name, index, ha):
+        self.name, self.index, self.ha = name, index, ha
+        self.ssh_port = SSH_PORT + index - 1
+        self.inventory_name = "director%d" % index
+        tag = "" if not ha else str(index)
+        self.tap_pub, self.tap_priv = (TAP_PUB, TAP_PRIV) if not ha else (f"{NAME}-d{tag}pub", f"{NAME}-d{tag}priv")
+        self.mac = "52:54:00:51:%02x" % (0x64 if not ha else 0x65 + index)
+        suffix = "" if not ha else f"-{name}"
+        self.pidfile, self.disk = STATE / f"qemu{suffix}.pid", STATE / f"{'director' if not ha else name}.qcow2"
+        self.console, self.qemu_log = f"console{suffix}.log", f"qemu{suffix}.log"
+        self.monitor = STATE / f"monitor{suffix}.sock"
+        self.qemu_name = f"{NAME}-{'director' if not ha else name}"
+        self.public_ip, self.private_ip = (VIP, DIP) if not ha else HA_FIXED[name]
+
+
+def directors_count() -> int:
+    """The running lab's number of directors (written by up), else LVSNAT_LAB_DIRECTORS."""
+    try:
+        return int(DIRECTORS_FILE.read_text())
+    except (OSError, ValueError):
+        return env_directors()
+
+
+def env_directors() -> int:
+    text = _env("DIRECTORS", "1")
+    if text not in ("1", "2"):
+        raise LabError(f"LVSNAT_LAB_DIRECTORS={text}: must be 1 or 2")
+    return int(text)
+
+
+def guests(count=None) -> dict:
+    """name -> Guest: {"director"} with one director (the lab as always), {"director1", "director2"} with two."""
+    count = directors_count() if count is None else count
+    if count == 1:
+        return {"director": Guest("director", 1, False)}
+    return {f"director{i}": Guest(f"director{i}", i, True) for i in range(1, count + 1)}
+
+
+def guest(host="director") -> Guest:
+    """A director guest by lab host name; "director" is the first one whatever the count."""
+    found = guests()
+    if host == "director":
+        return next(iter(found.values()))
+    if host not in found:
+        raise LabError(f"unknown director {host!r}; directors: {', '.join(found)}")
+    return found[host]
+
+
+def is_director(host: str) -> bool:
+    return host == "director" or host in guests()
+
+
 # ---------------------------------------------------------------- preflight
 
-def preflight() -> None:
+def preflight(directors=1) -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (bridges, taps, rootful podman)")
+    if directors not in (1, 2):
+        raise LabError(f"LVSNAT_LAB_DIRECTORS={directors}: must be 1 or 2")
     if not 1 <= REALSERVERS <= MAX_REALSERVERS:
         raise LabError(f"LVSNAT_LAB_REALSERVERS={REALSERVERS}: must be between 1 and {MAX_REALSERVERS}")
     if ACCEL not in ("auto", "kvm", "tcg"):
@@ -284,8 +353,13 @@ def customize_director(root: Path) -> None:
     # A minbase image has no DHCP client; systemd-networkd does DHCP on the management NIC.
     net = root / "etc/systemd/network"
     (net / "10-eth0.network").write_text("[Match]\nName=eth0\n[Network]\nDHCP=ipv4\n")
-    (net / "20-eth1.network").write_text(f"[Match]\nName=eth1\n[Network]\nAddress={VIP}/{PUBLIC.prefixlen}\n")
-    (net / "30-eth2.network").write_text(f"[Match]\nName=eth2\n[Network]\nAddress={DIP}/{PRIVATE.prefixlen}\n")
+    # The lab NICs' addresses by MAC (Guest.mac): one director holds the VIP and the DIP; each of two holds its
+    # fixed addresses and keepalived adds the VIP and the DIP on the master.
+    for index, (pub, priv) in enumerate([(VIP, DIP), *HA_FIXED.values()]):
+        mac = "52:54:00:51:%02x" % (0x64 + index + (1 if index else 0))
+        for nic, addr, net_ in ((1, pub, PUBLIC), (2, priv, PRIVATE)):
+            (net / f"2{index}-eth{nic}-{mac.replace(':', '')}{nic:02x}.network").write_text(
+                f"[Match]\nMACAddress={mac}:{nic:02x}\n[Network]\nAddress={addr}/{net_.prefixlen}\n")
     # networkd writes no resolv.conf without resolved; QEMU user networking answers DNS here.
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text(f"nameserver {GUEST_DNS}\n")
@@ -404,7 +478,7 @@ def make_bridges() -> None:
         # The host side of lab bridges holds no address: lab traffic never reaches the host stack.
         run(["ip", "link", "set", br, "up"])
         run(["sysctl", "-qw", f"net.ipv6.conf.{br}.disable_ipv6=1"])
-    for tap, br in ((TAP_PUB, BR_PUB), (TAP_PRIV, BR_PRIV)):
+    for tap, br in [(t, br) for g in guests().values() for t, br in ((g.tap_pub, BR_PUB), (g.tap_priv, BR_PRIV))]:
         if tap not in lab_links():
             run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
         run(["ip", "link", "set", tap, "master", br, "up"])
@@ -482,64 +556,74 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK) and not (CACHE / "kvm-broken").exists()
 
 
-def qemu_argv(img: dict, accel: str) -> list:
+def qemu_argv(img: dict, accel: str, g: Guest) -> list:
+    append = "root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off"
     return [
-        "qemu-system-x86_64", "-name", f"{NAME}-director", "-accel", accel,
+        "qemu-system-x86_64", "-name", g.qemu_name, "-accel", accel,
         "-m", GUEST_MEMORY, "-smp", GUEST_CPUS, "-display", "none", "-no-user-config", "-nodefaults",
-        "-serial", f"file:{STATE / 'console.log'}", "-pidfile", str(STATE / "qemu.pid"),
+        "-serial", f"file:{STATE / g.console}", "-pidfile", str(g.pidfile),
+        # The human monitor on a socket: set_link pulls a NIC's cable (the guest sees its carrier go).
+        "-monitor", f"unix:{g.monitor},server=on,wait=off",
         "-kernel", str(img["kernel"]), "-initrd", str(img["initrd"]),
-        "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off",
-        "-drive", f"file={STATE / 'director.qcow2'},if=virtio,format=qcow2",
+        "-append", append + (f" systemd.hostname={g.name}" if g.ha else ""),
+        "-drive", f"file={g.disk},if=virtio,format=qcow2",
         "-netdev", f"user,id=mgmt,ipv6=off,net={GUEST_MGMT},host={GUEST_HOST},dns={GUEST_DNS},dhcpstart={GUEST_IP},"
-                   f"hostfwd=tcp:127.0.0.1:{SSH_PORT}-:22",
-        "-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:51:64:00",
-        "-netdev", f"tap,id=pub,ifname={TAP_PUB},script=no,downscript=no",
-        "-device", "virtio-net-pci,netdev=pub,mac=52:54:00:51:64:01",
-        "-netdev", f"tap,id=priv,ifname={TAP_PRIV},script=no,downscript=no",
-        "-device", "virtio-net-pci,netdev=priv,mac=52:54:00:51:64:02",
+                   f"hostfwd=tcp:127.0.0.1:{g.ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=mgmt,mac={g.mac}:00",
+        "-netdev", f"tap,id=pub,ifname={g.tap_pub},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=pub,mac={g.mac}:01",
+        "-netdev", f"tap,id=priv,ifname={g.tap_priv},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=priv,mac={g.mac}:02",
         "-device", "virtio-rng-pci",
     ]
 
 
-def qemu_pid():
+def qemu_pid(host="director"):
     try:
-        pid = int((STATE / "qemu.pid").read_text().strip())
+        pid = int(guest(host).pidfile.read_text().strip())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):
         return None
 
 
-def stray_qemu_pids():
-    """QEMU processes of this lab, found by name even when the pidfile is gone (crashed up)."""
-    out = run(["pgrep", "-f", f"qemu-system-x86_64 -name {NAME}-director"], check=False).stdout
+def stray_qemu_pids(host=None):
+    """QEMU processes of this lab (of one director, or all), found by name even when the pidfile is gone."""
+    pattern = f"qemu-system-x86_64 -name {guest(host).qemu_name} " if host else f"qemu-system-x86_64 -name {NAME}-director"
+    out = run(["pgrep", "-f", pattern], check=False).stdout
     return [int(p) for p in out.split()]
 
 
-def boot_director(img: dict) -> str:
-    """Boot the guest; in auto mode fall back from KVM to TCG when nested KVM fails."""
-    if not is_port_free(SSH_PORT):
-        raise LabError(f"127.0.0.1:{SSH_PORT} is in use: set LVSNAT_LAB_SSH_PORT to a free port")
-    accel = "kvm" if kvm_usable() else "tcg"
+def boot_director(img: dict, host="director", accel=None) -> str:
+    """Boot a director guest; in auto mode fall back from KVM to TCG when nested KVM fails."""
+    g = guest(host)
+    if not is_port_free(g.ssh_port):
+        raise LabError(f"127.0.0.1:{g.ssh_port} is in use: set LVSNAT_LAB_SSH_PORT to a free port")
+    accel = accel or ("kvm" if kvm_usable() else "tcg")
     while True:
-        (STATE / "director.qcow2").unlink(missing_ok=True)
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", img["disk"], STATE / "director.qcow2"])
+        g.disk.unlink(missing_ok=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", img["disk"], g.disk])
         try:
-            with step(f"booting director guest ({accel}, {GUEST_CPUS} vCPU, {GUEST_MEMORY} MiB)"):
-                # Not -daemonize: QEMU's own messages (a KVM internal error) must land in a file.
-                with open(STATE / "qemu.log", "w") as log:
-                    proc = subprocess.Popen(qemu_argv(img, accel), stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=log, start_new_session=True)
-                wait_for_ssh(proc, kvm=accel == "kvm")
+            with step(f"booting {g.name} guest ({accel}, {GUEST_CPUS} vCPU, {GUEST_MEMORY} MiB)"):
+                start_guest(img, accel, g)
             return accel
         except LabError:
             if accel == "kvm" and ACCEL == "auto":
                 say("KVM did not boot the guest (nested KVM fails on some machines): falling back to TCG")
                 (CACHE / "kvm-broken").write_text("nested KVM failed to boot the lab guest\n")
-                kill_qemu()
+                kill_qemu(host)
                 accel = "tcg"
                 continue
             raise
+
+
+def start_guest(img: dict, accel: str, g: Guest) -> None:
+    """Start QEMU on the guest's existing disk and wait for SSH (a first boot, or a power-on after a crash)."""
+    # Not -daemonize: QEMU's own messages (a KVM internal error) must land in a file.
+    with open(STATE / g.qemu_log, "w") as log:
+        proc = subprocess.Popen(qemu_argv(img, accel, g), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log, start_new_session=True)
+    wait_for_ssh(proc, g, kvm=accel == "kvm")
 
 
 def is_port_free(port: int) -> bool:
@@ -551,8 +635,8 @@ def is_port_free(port: int) -> bool:
             return False
 
 
-def ssh_argv(extra=()):
-    return ["ssh", "-i", str(ssh_key()), "-p", str(SSH_PORT), "-o", "StrictHostKeyChecking=no",
+def ssh_argv(extra=(), host="director"):
+    return ["ssh", "-i", str(ssh_key()), "-p", str(guest(host).ssh_port), "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
             "-o", f"ControlPath={STATE / 'ssh-%C'}", "-o", "ControlMaster=auto", "-o", "ControlPersist=120",
             *extra, "root@127.0.0.1"]
@@ -563,7 +647,7 @@ def _tail(name: str, n: int = 1500) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
-def wait_for_ssh(proc: subprocess.Popen, kvm: bool = False) -> None:
+def wait_for_ssh(proc: subprocess.Popen, g: Guest, kvm: bool = False) -> None:
     # Under KVM the guest answers in seconds; nested KVM that fails leaves QEMU alive with
     # a paused guest ("KVM internal error. Suberror: 1"), so give it a short leash.
     # Seen here: under broken nested KVM the serial console stays empty; a working KVM
@@ -571,26 +655,28 @@ def wait_for_ssh(proc: subprocess.Popen, kvm: bool = False) -> None:
     start = time.monotonic()
     limit = min(BOOT_TIMEOUT, 90) if kvm else BOOT_TIMEOUT
     while time.monotonic() < start + limit:
-        if "KVM internal error" in _tail("qemu.log", 100000):
-            raise LabError(f"KVM internal error while booting the guest:\n{_tail('qemu.log')}")
-        if kvm and time.monotonic() > start + 15 and not _tail("console.log"):
+        if "KVM internal error" in _tail(g.qemu_log, 100000):
+            raise LabError(f"KVM internal error while booting the guest:\n{_tail(g.qemu_log)}")
+        if kvm and time.monotonic() > start + 15 and not _tail(g.console):
             raise LabError("under KVM the guest printed nothing on its console in 15s")
         if proc.poll() is not None:
-            raise LabError(f"the director guest exited during boot; QEMU said:\n{_tail('qemu.log')}\n"
-                           f"console tail:\n{_tail('console.log')}")
-        if run([*ssh_argv(["-o", "ConnectTimeout=5"]), "true"], check=False, timeout=30).returncode == 0:
+            raise LabError(f"the {g.name} guest exited during boot; QEMU said:\n{_tail(g.qemu_log)}\n"
+                           f"console tail:\n{_tail(g.console)}")
+        if run([*ssh_argv(["-o", "ConnectTimeout=5"], g.name), "true"], check=False, timeout=30).returncode == 0:
             return
         time.sleep(2)
-    raise LabError(f"the director guest did not answer SSH within {limit}s; console tail:\n{_tail('console.log')}")
+    raise LabError(f"the {g.name} guest did not answer SSH within {limit}s; console tail:\n{_tail(g.console)}")
 
 
-def kill_qemu() -> None:
-    pids = set(stray_qemu_pids())
-    if qemu_pid():
-        pids.add(qemu_pid())
+def kill_qemu(host=None, sig=signal.SIGTERM) -> None:
+    """Stop the QEMU of one director (or of all): sig first (SIGKILL: a crash), SIGKILL after 10 s."""
+    pids = set(stray_qemu_pids(host))
+    for g in ([guest(host)] if host else guests().values()):
+        if qemu_pid(g.name):
+            pids.add(qemu_pid(g.name))
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except OSError:
             pass
     deadline = time.monotonic() + 10
@@ -602,36 +688,61 @@ def kill_qemu() -> None:
                 pass
             if not Path(f"/proc/{p}").exists():
                 pids.discard(p)
-        time.sleep(0.2)
+        time.sleep(0.05)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    (STATE / "qemu.pid").unlink(missing_ok=True)
+    for g in ([guest(host)] if host else guests().values()):
+        g.pidfile.unlink(missing_ok=True)
 
 
-def reboot_director() -> None:
-    """Reboot the guest from inside (QEMU restarts it) and wait until SSH answers again."""
-    with step("rebooting director guest"):
-        boot_id = exec_on("director", "cat /proc/sys/kernel/random/boot_id").stdout.strip()
-        run([*ssh_argv(), "systemctl reboot"], check=False, timeout=30)
-        run([*ssh_argv(), "-O", "exit"], check=False, timeout=10)
+def power_on_director(host: str) -> None:
+    """Start a director whose QEMU was killed, on its disk as the crash left it, and wait for SSH."""
+    g = guest(host)
+    if qemu_pid(host):
+        raise LabError(f"{g.name} is running")
+    img = director_image()
+    accel = "kvm" if kvm_usable() else "tcg"
+    with step(f"powering on {g.name} ({accel})"):
+        run([*ssh_argv(["-O", "exit"], g.name)], check=False, timeout=10)
+        start_guest(img, accel, g)
+
+
+def set_link(host: str, nic: str, up: bool) -> None:
+    """Plug or pull a director NIC's cable (pub or priv) through QEMU's monitor: the guest sees its carrier."""
+    g = guest(host)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(g.monitor))
+        sock.sendall(f"set_link {nic} {'on' if up else 'off'}\n".encode())
+        time.sleep(0.1)
+
+
+def reboot_director(host="director") -> None:
+    """Reboot a guest from inside (QEMU restarts it) and wait until SSH answers again."""
+    g = guest(host)
+    with step(f"rebooting {g.name} guest"):
+        boot_id = exec_on(g.name, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+        run([*ssh_argv(host=g.name), "systemctl reboot"], check=False, timeout=30)
+        run([*ssh_argv(["-O", "exit"], g.name)], check=False, timeout=10)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:
             time.sleep(3)
-            proc = run([*ssh_argv(["-o", "ConnectTimeout=5"]), "cat /proc/sys/kernel/random/boot_id"], check=False, timeout=30)
+            proc = run([*ssh_argv(["-o", "ConnectTimeout=5"], g.name), "cat /proc/sys/kernel/random/boot_id"],
+                       check=False, timeout=30)
             if proc.returncode == 0 and proc.stdout.strip() != boot_id:
                 return
-        raise LabError(f"the director guest did not come back within {BOOT_TIMEOUT}s")
+        raise LabError(f"the {g.name} guest did not come back within {BOOT_TIMEOUT}s")
 
 
 # ---------------------------------------------------------------- running commands on lab hosts
 
 def exec_on(host: str, command: str, check=True, timeout=120):
     """Run a shell command on a lab host: SSH for the guest, podman exec for containers."""
-    if host == "director":
-        argv = [*ssh_argv(), command]
+    if is_director(host):
+        argv = [*ssh_argv(host=host), command]
     else:
         argv = ["podman", "exec", containers()[host][0], "sh", "-c", command]
     proc = run(argv, check=False, timeout=timeout, env={"CONTAINERS_CONF": str(containers_conf())})
@@ -673,11 +784,7 @@ def inventory_data(accel: str) -> dict:
         },
         "children": {
             "director": {
-                "hosts": {"director1": {
-                    "ansible_host": "127.0.0.1", "ansible_port": SSH_PORT,
-                    "lab_public_iface": "eth1", "lab_public_ip": VIP,
-                    "lab_private_iface": "eth2", "lab_private_ip": DIP,
-                }},
+                "hosts": director_hosts(),
                 "vars": {
                     "director_vip": VIP,
                     "director_private_network": str(PRIVATE),
@@ -686,6 +793,7 @@ def inventory_data(accel: str) -> dict:
                     "director_services": LAB_SERVICES,
                     # Not the kernel's defaults (900 120 300), so that a reboot test sees them restored.
                     "director_timeouts": {"tcp": 600, "tcp_fin": 60, "udp": 120},
+                    **ha_vars(),
                 },
             },
             "realservers": {"hosts": realservers, "vars": {"realserver_gateway": DIP}},
@@ -695,6 +803,32 @@ def inventory_data(accel: str) -> dict:
             }}},
         },
     }}
+
+
+def director_hosts() -> dict:
+    hosts = {}
+    for g in guests().values():
+        hosts[g.inventory_name] = {
+            "ansible_host": "127.0.0.1", "ansible_port": g.ssh_port,
+            "lab_public_iface": "eth1", "lab_public_ip": g.public_ip,
+            "lab_private_iface": "eth2", "lab_private_ip": g.private_ip,
+        }
+        if g.ha:
+            hosts[g.inventory_name].update({
+                "director_public_interface": "eth1", "director_private_interface": "eth2",
+                "director_public_address": f"{g.public_ip}/{PUBLIC.prefixlen}",
+                "director_private_address": f"{g.private_ip}/{PRIVATE.prefixlen}",
+            })
+    return hosts
+
+
+def ha_vars() -> dict:
+    """The director role's HA declaration with two directors: the DIP floats with the VIP."""
+    if len(guests()) == 1:
+        return {}
+    return {"director_dip": DIP, "director_ha": {"vrid": HA_VRIDS[0], "private_vrid": HA_VRIDS[1], "advert_int": 1},
+            # Long-lived connections through the VIP (tests/lab/ha.py starts an echo server on the real servers).
+            "director_services": [*LAB_SERVICES, {"protocol": "tcp", "port": HA_ECHO_PORT, "scheduler": "rr"}]}
 
 
 def write_inventory(accel: str) -> Path:
@@ -723,16 +857,27 @@ def script_inventory() -> dict:
 def status() -> dict:
     """What of the lab exists now; 'up' is true only when every part answers."""
     st = {"director": None, "containers": {}, "links": lab_links(), "mgmt_network": False}
-    if qemu_pid():
-        ok = run([*ssh_argv(["-o", "ConnectTimeout=5"]), "true"], check=False, timeout=30).returncode == 0
-        st["director"] = "running, ssh ok" if ok else "running, ssh not answering"
-    elif stray_qemu_pids():
+    states = {}
+    for g in guests().values():
+        if qemu_pid(g.name):
+            ok = run([*ssh_argv(["-o", "ConnectTimeout=5"], g.name), "true"], check=False, timeout=30).returncode == 0
+            states[g.name] = "running, ssh ok" if ok else "running, ssh not answering"
+        else:
+            states[g.name] = "stray qemu process" if stray_qemu_pids(g.name) else None
+    # "director": the one director's state; with two, the first that is not running well (else running, ssh ok).
+    st["director"] = next((v for v in states.values() if v != "running, ssh ok"), "running, ssh ok")
+    if st["director"] is None and any(states.values()):
+        st["director"] = next(v for v in states.values() if v)
+    if st["director"] is None and stray_qemu_pids():
         st["director"] = "stray qemu process"
+    if len(states) > 1:
+        st["directors"] = states
     out = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "json", check=False).stdout
     for c in json.loads(out or "[]"):
         st["containers"][c["Names"][0]] = c["State"]
     st["mgmt_network"] = podman("network", "exists", MGMT_NET, check=False).returncode == 0
-    wanted_links = {BR_PUB, BR_PRIV, TAP_PUB, TAP_PRIV} | {f"{NAME}-{h}"[:15] for h in containers()}
+    wanted_links = {BR_PUB, BR_PRIV} | {t for g in guests().values() for t in (g.tap_pub, g.tap_priv)}
+    wanted_links |= {f"{NAME}-{h}"[:15] for h in containers()}
     st["up"] = (
         st["director"] == "running, ssh ok"
         and all(st["containers"].get(c[0]) == "running" for c in containers().values())
@@ -745,32 +890,45 @@ def anything_left(st: dict) -> bool:
     return bool(st["director"] or st["containers"] or st["links"] or st["mgmt_network"])
 
 
-def up() -> Path:
-    preflight()
+def up(directors=None) -> Path:
+    """The lab up with `directors` director guests (default: as it runs, else LVSNAT_LAB_DIRECTORS): reused when it
+    is up with that many, else (re)made."""
+    st = status()
+    running = len(guests()) if st["up"] else None
+    want = directors or running or env_directors()
+    preflight(want)
     STATE.mkdir(parents=True, exist_ok=True)
     st = status()
-    if st["up"]:
+    if st["up"] and running == want:
         say(f"lab already up; inventory: {INVENTORY}")
         return INVENTORY
     if anything_left(st):
-        say("a partial lab is present (an earlier up failed or was interrupted): cleaning it first")
+        if st["up"]:
+            say(f"the lab is up with {running} director(s): making it anew with {want}")
+        else:
+            say("a partial lab is present (an earlier up failed or was interrupted): cleaning it first")
         down(quiet=True)
         STATE.mkdir(parents=True, exist_ok=True)
+    DIRECTORS_FILE.write_text(f"{want}\n")
     t0 = time.monotonic()
     try:
         img, node = build_images()
         with step("creating bridges and taps"):
             make_bridges()
-        # The guest boots in the background while the containers start.
-        accel_box = {}
-        boot = threading.Thread(target=lambda: accel_box.setdefault("accel", _boot_catching(img)))
-        boot.start()
+        # The guests boot in the background, side by side, while the containers start.
+        boxes = {name: {} for name in guests()}
+        boots = [threading.Thread(target=lambda n=name: boxes[n].setdefault("accel", _boot_catching(img, n)))
+                 for name in guests()]
+        for boot in boots:
+            boot.start()
         with step(f"starting client and {REALSERVERS} real server container(s)"):
             start_containers(node)
-        boot.join()
-        accel = accel_box["accel"]
-        if isinstance(accel, BaseException):
-            raise accel
+        for boot in boots:
+            boot.join()
+        for box in boxes.values():
+            if isinstance(box["accel"], BaseException):
+                raise box["accel"]
+        accel = next(iter(boxes.values()))["accel"]
         write_inventory(accel)
     except BaseException:
         say("up failed: removing what it made")
@@ -780,9 +938,9 @@ def up() -> Path:
     return INVENTORY
 
 
-def _boot_catching(img):
+def _boot_catching(img, host):
     try:
-        return boot_director(img)
+        return boot_director(img, host)
     except BaseException as e:  # noqa: BLE001 - handed to the main thread
         return e
 
@@ -808,11 +966,11 @@ def down(quiet: bool = False) -> None:
 
 
 def shell(host: str, command) -> int:
-    known = ["director", *containers()]
+    known = sorted({"director", *guests()}) + list(containers())
     if host not in known:
         raise LabError(f"unknown lab host {host!r}; lab hosts: {', '.join(known)}")
-    if host == "director":
-        argv = [*ssh_argv(["-t"] if not command else []), *([shlex.join(command)] if command else [])]
+    if is_director(host):
+        argv = [*ssh_argv(["-t"] if not command else [], host), *([shlex.join(command)] if command else [])]
     else:
         argv = ["podman", "exec", *(["-it"] if not command else []), containers()[host][0],
                 *(command or ["bash", "-l"])]
@@ -848,8 +1006,8 @@ def main(argv=None) -> int:
         elif args.verb == "shell":
             return shell(args.host, args.cmd)
         elif args.verb == "reboot":
-            if args.host == "director":
-                reboot_director()
+            if is_director(args.host):
+                reboot_director(args.host)
             else:
                 restart_container(args.host)
     except LabError as e:

@@ -73,3 +73,56 @@ def test_plan_refuses_a_registry_inside_a_lab_range(monkeypatch):
     _fake_host(monkeypatch, [], registry_addr="198.51.100.70")
     with pytest.raises(lab.LabError, match=r"resolves to 198\.51\.100\.70, inside the lab range 198\.51\.100\.64/26"):
         lab.check_address_plan()
+
+
+def test_two_directors_have_their_own_ports_taps_files_and_fixed_addresses(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "DIRECTORS_FILE", tmp_path / "none")
+    one, two = lab.guests(1), lab.guests(2)
+    assert list(one) == ["director"] and list(two) == ["director1", "director2"]
+    # One director: the lab as it always was (its taps, port, files and static VIP and DIP).
+    d = one["director"]
+    assert (d.tap_pub, d.tap_priv, d.ssh_port, d.public_ip, d.private_ip) == (
+        lab.TAP_PUB, lab.TAP_PRIV, lab.SSH_PORT, lab.VIP, lab.DIP)
+    gs = list(two.values())
+    # Never two of a kind at once; the first HA director may reuse the lone director's SSH port (never both up).
+    assert gs[0].ssh_port != gs[1].ssh_port
+    for attr in ("tap_pub", "tap_priv", "mac", "pidfile", "disk", "console", "monitor", "qemu_name",
+                 "public_ip", "private_ip"):
+        values = [getattr(g, attr) for g in gs] + [getattr(d, attr)]
+        assert len(set(map(str, values))) == 3, attr
+    for g in gs:
+        assert len(g.tap_pub) <= 15 and len(g.tap_priv) <= 15
+        assert ipaddress.ip_address(g.public_ip) in lab.PUBLIC and ipaddress.ip_address(g.private_ip) in lab.PRIVATE
+        assert g.public_ip not in (lab.VIP, lab.CLIENT_IP) and g.private_ip != lab.DIP
+        assert g.private_ip not in [c[3].split("/")[0] for c in lab.containers().values()]
+
+
+def test_the_image_gives_each_directors_nics_their_addresses_by_mac(tmp_path, monkeypatch):
+    """customize_director's networkd files: the MAC each Guest's NICs get -> that guest's addresses."""
+    net = tmp_path / "etc/systemd/network"
+    net.mkdir(parents=True)
+    monkeypatch.setattr(lab, "customize_common", lambda root: None)
+    monkeypatch.setattr(lab, "run", lambda *a, **k: None)
+    monkeypatch.setattr(lab.tempfile, "TemporaryDirectory", lambda: _EmptyDir(tmp_path / "wheels"))
+    lab.customize_director(tmp_path)
+    by_mac = {}
+    for f in net.glob("*.network"):
+        text = f.read_text()
+        if "MACAddress=" in text:
+            by_mac[text.split("MACAddress=")[1].split()[0]] = text.split("Address=")[-1].split()[0]
+    monkeypatch.setattr(lab, "DIRECTORS_FILE", tmp_path / "none")
+    for g in [*lab.guests(1).values(), *lab.guests(2).values()]:
+        assert by_mac[f"{g.mac}:01"] == f"{g.public_ip}/{lab.PUBLIC.prefixlen}"
+        assert by_mac[f"{g.mac}:02"] == f"{g.private_ip}/{lab.PRIVATE.prefixlen}"
+
+
+class _EmptyDir:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.path.mkdir(exist_ok=True)
+        return str(self.path)
+
+    def __exit__(self, *exc):
+        return False
