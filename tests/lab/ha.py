@@ -249,8 +249,8 @@ class Holders:
 
     def master(self):
         """The one director holding both addresses, else None."""
-        vip, dip = self.holders(lab.VIP), self.holders(lab.DIP)
-        return next(iter(vip)) if len(vip) == 1 and vip == dip else None
+        with self.cond:
+            return self.master_locked()
 
     def wait_master(self, not_this=None, timeout=30):
         deadline = time.time() + timeout
