@@ -733,8 +733,17 @@ def reboot_director(host="director") -> None:
             proc = run([*ssh_argv(["-o", "ConnectTimeout=5"], g.name), "cat /proc/sys/kernel/random/boot_id"],
                        check=False, timeout=30)
             if proc.returncode == 0 and proc.stdout.strip() != boot_id:
-                return
-        raise LabError(f"the {g.name} guest did not come back within {BOOT_TIMEOUT}s")
+                break
+        else:
+            raise LabError(f"the {g.name} guest did not come back within {BOOT_TIMEOUT}s")
+        # SSH answers before the boot is over: wait until systemd has started every unit of the boot (the state is
+        # then running, or degraded when one failed, which the callers' own checks name).
+        wait = max(10, int(deadline - time.monotonic()))
+        proc = run([*ssh_argv(host=g.name), f"timeout {wait} systemctl is-system-running --wait"], check=False,
+                   timeout=wait + 30)
+        if proc.stdout.strip() not in ("running", "degraded"):
+            raise LabError(f"the {g.name} guest's boot did not finish within {BOOT_TIMEOUT}s: "
+                           f"{proc.stdout.strip()!r} {proc.stderr.strip()[-500:]}")
 
 
 # ---------------------------------------------------------------- running commands on lab hosts
