@@ -16,7 +16,7 @@ import re
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.lvs.nat.plugins.module_utils import _health, _netfilter, _sysctl
+from ansible_collections.lvs.nat.plugins.module_utils import _health, _keepalived, _netfilter, _sysctl
 from ansible_collections.lvs.nat.plugins.module_utils._addresses import interface_problem
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import (
     IPVS_SERVICE_SPEC,
@@ -36,6 +36,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     service_key,
 )
 from ansible_collections.lvs.nat.plugins.modules.gateway_route import problems as route_problems
+from ansible_collections.lvs.nat.plugins.modules.ipvs_sync_daemon import desired_daemons
 from ansible_collections.lvs.nat.plugins.modules.nat_rules import RULE_SPEC
 from ansible_collections.lvs.nat.plugins.modules.sysctl_forwarding import wanted_values
 
@@ -618,7 +619,35 @@ def _ha(role_vars, groups, hostvars, errors):
         _ha_gateways(dip, role_vars, groups, hostvars, errors)
     if len(errors) > found or settings is None:
         return {}
-    return _ha_plan(me, settings, vip, dip, directors)
+    plan = _ha_plan(me, settings, vip, dip, directors)
+    return plan if _ha_module_checks(me, plan, errors) else {}
+
+
+# keepalived_vrrp's options that a role variable gives as it is: the module's refusals of them name the variable.
+_KEEPALIVED_VARIABLES = dict(advert_int="director_ha.advert_int", startup_delay="director_ha.startup_delay",
+                             preempt_delay="director_ha.preempt_delay", priority="host %s director_ha_priority")
+
+
+def _ha_module_checks(me, plan, errors):
+    """keepalived_vrrp's and ipvs_sync_daemon's own checks of the arguments their tasks will get (a value within the
+    ranges above may still be one the module refuses, as advert_int 50.5 is): False, with the refusal, when one fails."""
+    try:
+        _keepalived.check(plan["keepalived"])
+        desired_daemons(plan["sync_daemons"], "director_ha's sync daemons")
+    except _keepalived.KeepalivedError as e:
+        option = e.details.get("option") or ""
+        name = _KEEPALIVED_VARIABLES.get(option)
+        message = str(e)
+        if name and message.startswith(option + "="):
+            message = (name % me if "%s" in name else name) + message[len(option):]
+        else:
+            message = "director_ha: keepalived_vrrp refuses its arguments: %s" % message
+        errors.add([message])
+        return False
+    except InvalidInput as e:
+        errors.add(["director_ha: ipvs_sync_daemon refuses its arguments: %s" % e])
+        return False
+    return True
 
 
 def director_plan(role_vars, groups=None, hostvars=None):

@@ -129,9 +129,9 @@ _RESET = struct.pack("ii", 1, 0)
 
 def _start_connect(address, port):
     """A non-blocking socket closed with a reset, its connect started: (socket, connect_ex's errno)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    # Non-blocking from socket(2) on (SOCK_NONBLOCK): no ioctl per check.
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
-        sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         return sock, sock.connect_ex((address, port))
     except BaseException:

@@ -181,6 +181,13 @@ REFUSED = [
     (dict(director_ha={"vrid": 51, "advert_int": 256}), "director_ha.advert_int=256 is out of range"),
     (dict(director_ha={"vrid": 51, "advert_int": "1s"}), "director_ha.advert_int='1s' is not a number"),
     (dict(director_ha={"vrid": 51, "startup_delay": -1}), "director_ha.startup_delay=-1 is out of range"),
+    # Values the preflight's ranges allow and keepalived_vrrp refuses: the preflight runs the module's own check on
+    # the arguments the task will get, so that they stop the play before any host changes.
+    (dict(director_ha={"vrid": 51, "advert_int": 50.5}),
+     "director_ha.advert_int=50.5 must be a whole number of seconds above 40.95"),
+    (dict(director_ha={"vrid": 51, "advert_int": "1.005"}), "director_ha.advert_int=1.005 must be a multiple of 0.01 s"),
+    (dict(director_ha={"vrid": 51, "startup_delay": 1.0005}),
+     "director_ha.startup_delay=1.0005 must be a multiple of 0.001 s"),
     (dict(director_ha={"vrid": 51, "preempt_delay": 10}), "director_ha.preempt_delay=10 needs director_ha.preempt true"),
     (dict(director_ha={"vrid": 51, "preempt": "sometimes"}), "director_ha.preempt: "),
     (dict(director_ha={"vrid": 51, "sync_id": 256}), "director_ha.sync_id=256 is out of range"),
