@@ -26,13 +26,13 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import (
     SERVICE_SPEC,
 )
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import DEST_DEFAULTS, MAX_U16, SERVICE_DEFAULTS, service_id
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_TIMEOUT as MAX_SECONDS
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     InvalidInput,
     _show,
     desired_dest,
     desired_dests,
     desired_service,
+    desired_timeouts,
     service_key,
 )
 from ansible_collections.lvs.nat.plugins.modules.gateway_route import problems as route_problems
@@ -51,7 +51,8 @@ BACKENDS = ("auto", "nftables", "iptables")
 # pyroute2's source goes into a pip requirements file on the director: the same full matches as the install phase.
 _PYROUTE2_PIN = re.compile(r"pyroute2==[0-9]+([.][0-9]+)*((a|b|rc)[0-9]+)?([.]post[0-9]+)?", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
-_WHEEL_NAME = re.compile(r"pyroute2-[0-9A-Za-z_.+!-]+[.]whl", re.ASCII)
+# A wheel's file name as pip takes it (PEP 427): pyroute2-VERSION[-BUILD]-PYTHON-ABI-PLATFORM.whl.
+_WHEEL_NAME = re.compile(r"pyroute2-[0-9][0-9A-Za-z_.+!]*(-[0-9][0-9A-Za-z_.]*)?(-[0-9A-Za-z_.]+){3}[.]whl", re.ASCII)
 _DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
@@ -262,6 +263,11 @@ def _checked(where, entry, out, errors):
     if "check" not in given:
         errors.add(["%s: %s need(s) check (they belong to a health-checked service)" % (where, ", ".join(sorted(given)))])
         return None
+    # ipvs_health takes the sorry server as text (its option is a str): any other value would reach it as its repr.
+    if not isinstance(given.get("sorry_server", ""), str):
+        errors.add(["%s.sorry_server=%s is not an address (ADDRESS or ADDRESS:PORT, as text)" % (
+            where, _show(given["sorry_server"]))])
+        return None
     try:
         _health.check_services([dict(out, **given)])
     except InvalidInput as e:
@@ -370,8 +376,13 @@ def _timeouts(timeouts, errors):
     checked, problems = _validate(IPVS_TIMEOUTS_SPEC, timeouts, "director_timeouts")
     errors.add(problems)
     wanted = dict((n, v) for n, v in (checked or {}).items() if v is not None)
-    errors.add(["director_timeouts.%s: %s=%s is out of range: it must be between 1 and %d seconds" % (
-        n, n, v, MAX_SECONDS) for n, v in wanted.items() if not 1 <= v <= MAX_SECONDS])
+    # ipvs_table's own check of its timeouts option, each name on its own (every bad one reported): Ansible's int
+    # type above takes true for 1, the module does not.
+    for name, value in wanted.items():
+        try:
+            desired_timeouts({name: value})
+        except InvalidInput as e:
+            errors.add(["director_timeouts.%s: %s" % (name, e)])
     return wanted
 
 
@@ -392,8 +403,9 @@ def _other_variables(role_vars, errors):
         errors.add(["director_pyroute2_sha256 must be a sha256 in 64 lowercase hex digits, not %s" % _show(sha256)])
     wheel = role_vars.get("director_pyroute2_wheel")
     if not isinstance(wheel, str) or (wheel and not _WHEEL_NAME.fullmatch(wheel.rsplit("/", 1)[-1])):
-        errors.add(["director_pyroute2_wheel must be empty or the path of a file named pyroute2-*.whl (ASCII "
-                    "letters, digits and _.+!- in its name), not %s" % _show(wheel)])
+        errors.add(["director_pyroute2_wheel must be empty or the path of a wheel file named as pip takes it, "
+                    "pyroute2-VERSION-PYTHON-ABI-PLATFORM.whl (such as pyroute2-0.9.7-py3-none-any.whl), not %s"
+                    % _show(wheel)])
 
 
 # ---------------------------------------------------------------- two directors (director_ha)

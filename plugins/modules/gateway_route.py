@@ -128,7 +128,10 @@ def build_module():
 
 
 def _gateway(text):
-    """(address, None) or (None, what is wrong)."""
+    """(address, None) or (None, what is wrong). Text only: Python's ipaddress reads an integer as an address, the
+    module's str option would not (the realserver role's preflight passes the inventory's value as it is)."""
+    if not isinstance(text, str):
+        return None, "gateway=%r is not an IP address" % (text,)
     try:
         gateway = ipaddress.ip_address(text)
     except ValueError:
@@ -143,6 +146,8 @@ def _network(option, text, gateway):
     """(the network in ip's form, `default` for the whole address space, None) or (None, what is wrong)."""
     if text == "default":
         return text, None
+    if not isinstance(text, str):
+        return None, "%s: %r is not a network (it must be text)" % (option, text)
     try:
         parsed = ipaddress.ip_network(text)
     except ValueError as e:

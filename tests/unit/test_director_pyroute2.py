@@ -52,8 +52,8 @@ def play(tmp_path, python, **extra):
 REASON = {
     "director_pyroute2": "be an exact pin, pyroute2==VERSION",
     "director_pyroute2_sha256": "be a sha256 in 64 lowercase hex digits",
-    "director_pyroute2_wheel": "be empty or the path of a file named pyroute2-*.whl (ASCII letters, digits and _.+!- in"
-                               " its name)",
+    "director_pyroute2_wheel": "be empty or the path of a wheel file named as pip takes it, "
+                               "pyroute2-VERSION-PYTHON-ABI-PLATFORM.whl (such as pyroute2-0.9.7-py3-none-any.whl)",
 }
 
 

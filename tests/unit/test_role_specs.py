@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import harness
@@ -97,6 +98,22 @@ def test_every_tag_carries_the_role_name(role):
 def condition(task):
     when = task.get("when")
     return json.dumps(when if isinstance(when, list) else [when]) if when is not None else None
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_a_boolean_role_variable_in_a_condition_goes_through_the_bool_filter(role):
+    # The preflight takes "false", "yes" or 0 for a bool variable (as -e gives them); a bare `when: VARIABLE` is an
+    # error for ansible-core 2.19 when the value is not a real boolean, and it comes after other tasks changed the host.
+    options = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    booleans = [name for name, spec in options.items() if spec.get("type") == "bool"]
+    assert booleans, "the role has boolean variables"
+    bare = []
+    for name, task in role_tasks(role):
+        for when in task.get("when") if isinstance(task.get("when"), list) else [task.get("when")]:
+            text = str(when or "")
+            bare += [(name, task.get("name"), var) for var in booleans
+                     if re.search(r"\b%s\b(?!\s*\|\s*bool\b)" % var, text)]
+    assert bare == []
 
 
 @pytest.mark.parametrize("role", ROLE_NAMES)

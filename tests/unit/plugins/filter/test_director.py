@@ -213,6 +213,10 @@ BAD = [
     ("purge not a boolean", {"director_purge_real_servers": "sometimes"}, "director_purge_real_servers"),
     ("pyroute2 with pip options", {"director_pyroute2": "pyroute2==0.9.7 --index-url=http://x"}, "director_pyroute2 must be"),
     ("wheel name with a quote", {"director_pyroute2_wheel": "files/pyroute2-0.9.7'.whl"}, "director_pyroute2_wheel must be"),
+    # Values the role's checks let through and a task refused later, after other tasks changed the host: the
+    # preflight now runs the module's own check (timeouts), or a full match of what pip takes (a wheel's name).
+    ("timeout a boolean", {"director_timeouts": {"tcp": True}}, "director_timeouts.tcp: tcp=True is not an integer"),
+    ("wheel name pip refuses", {"director_pyroute2_wheel": "files/pyroute2-0.9.7.whl"}, "director_pyroute2_wheel must be"),
 ]
 
 
@@ -323,6 +327,10 @@ def test_realserver_good_variables():
     ({"realserver_web": "lighttpd"}, "realserver_web must be apache, nginx or none"),
     ({"realserver_page": ["x"]}, "realserver_page must be text"),
     ({"realserver_firewall": "maybe"}, "realserver_firewall"),
+    # gateway_route takes text: an integer (which Python's ipaddress reads as an address) is refused there, late.
+    ({"realserver_gateway": 3325256804}, "realserver_gateway: gateway=3325256804 is not an IP address"),
+    ({"realserver_route_mode": "routes", "realserver_client_networks": [3405803776]},
+     "realserver_client_networks[0]: 3405803776 is not a network"),
 ])
 def test_realserver_bad_variable_is_refused_naming_it(bad, message):
     problems = realserver_problems(dict(RS_GOOD, **bad))
@@ -465,6 +473,9 @@ def test_a_checked_service_goes_to_the_health_service_and_is_skipped_by_the_tabl
      "director_services[0].check.timeout=3 exceeds director_services[0].check.interval=1"),
     ({"check": {"type": "tcp"}, "sorry_server": "nope"}, "director_services[0].sorry_server='nope' is not an address"),
     ({"sorry_server": "198.51.100.200"}, "director_services[0]: sorry_server need(s) check"),
+    # ipvs_health takes the sorry server as text (ADDRESS:PORT): a mapping became its repr there, refused late.
+    ({"check": {"type": "tcp"}, "sorry_server": {"address": "198.51.100.200", "port": 80}},
+     "director_services[0].sorry_server={'address': '198.51.100.200', 'port': 80} is not an address"),
 ])
 def test_bad_health_declarations_name_the_field(fields, message):
     errors = plan(director_services=[dict({"protocol": "tcp", "port": 80}, **fields)])["errors"]
