@@ -18,14 +18,18 @@ MODULES = ["ipvs_service", "ipvs_table", "ipvs_real_server", "ipvs_timeouts", "i
            "nat_rules"]
 # What the examples assume exists: the services ipvs_real_server's examples name.
 SETUP = "ipvsadm -C && ipvsadm -A -t 198.51.100.10:80 -s wlc && ipvsadm -A -f 1 -s wlc"
-RESET = [
-    {"name": "Reset IPVS", "ansible.builtin.shell": "ipvsadm -C && ipvsadm --set 900 120 300", "changed_when": False},
-    {"name": "Reset the saved IPVS state", "lvs.nat.ipvs_save": {"state": "absent"}},
-    {"name": "Reset nftables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "nftables"}},
-    {"name": "Reset iptables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "iptables"}},
-    {"name": "Reset sysctl files", "lvs.nat.sysctl_forwarding": {"runtime": False}},
-    {"name": "Reset forwarding", "lvs.nat.sysctl_forwarding": {"ipv4_forwarding": False, "persistent": False}},
-]
+RESET_IPVS = {"name": "Reset IPVS", "ansible.builtin.shell": "ipvsadm -C && ipvsadm --set 900 120 300",
+              "changed_when": False}
+# What each module's examples change besides the IPVS table (SETUP fills it for every module), put back afterwards:
+# each reset is a module run on the emulated director, so only those a module needs.
+RESET = {
+    "ipvs_save": [{"name": "Reset the saved IPVS state", "lvs.nat.ipvs_save": {"state": "absent"}}],
+    "nat_rules": [{"name": "Reset nftables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "nftables"}},
+                  {"name": "Reset iptables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "iptables"}}],
+    "sysctl_forwarding": [
+        {"name": "Reset sysctl files", "lvs.nat.sysctl_forwarding": {"runtime": False}},
+        {"name": "Reset forwarding", "lvs.nat.sysctl_forwarding": {"ipv4_forwarding": False, "persistent": False}}],
+}
 
 
 def example_playbook(module):
@@ -41,7 +45,7 @@ def example_playbook(module):
                           "vars": {"undocumented": f"{{{{ again{i}.keys() | reject('in', documented) | list }}}}"},
                           "ansible.builtin.assert": {"that": [f"again{i} is not changed", "undocumented == []"],
                                                      "fail_msg": "changed or undocumented return values: {{ undocumented }}"}})
-    tasks += RESET
+    tasks += [RESET_IPVS, *RESET.get(module, [])]
     # What every module result may carry besides its RETURN (ansible-core adds these).
     documented = sorted(yaml.safe_load(mod.RETURN) or {}) + ["changed", "failed", "diff", "invocation", "warnings", "deprecations"]
     return [{"name": f"Examples of lvs.nat.{module}", "hosts": "director", "gather_facts": False,
