@@ -14,6 +14,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     CMD_DEL_SERVICE,
     CMD_NEW_SERVICE,
     DAEMON_ORDER,
+    KERNEL_TIMEOUTS,
     SERVICE_FIELDS,
     daemon_strerror,
     default_max_len,
@@ -65,7 +66,8 @@ class FakeSession:
 
 class TableSession(FakeSession):
     """_ipvs.Session over an in-memory table (services with their real servers) that apply() changes as the kernel
-    would; applied records each apply(ops, before, schedulers); error, when set, is raised by apply() after recording."""
+    would; applied records each apply(ops, before, schedulers) and each set_timeouts(tcp, tcp_fin, udp) (the global
+    timeouts read as the kernel's defaults); error, when set, is raised by apply() after recording."""
 
     def __init__(self, table, loaded=True, error=None):
         self.held, self.loaded, self.error, self.applied = table, loaded, error, []
@@ -75,6 +77,12 @@ class TableSession(FakeSession):
 
     def service(self, key, counters=True):
         return copy.deepcopy(next((s for s in self.held if service_id(s) == service_id(key)), None))
+
+    def timeouts(self):
+        return dict(KERNEL_TIMEOUTS)
+
+    def set_timeouts(self, tcp, tcp_fin, udp):
+        self.applied.append(("set_timeouts", (tcp, tcp_fin, udp)))
 
     def apply(self, ops, before=(), schedulers=()):
         self.applied.append((ops, list(before), list(schedulers)))

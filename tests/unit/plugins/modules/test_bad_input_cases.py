@@ -15,7 +15,6 @@ import yaml
 from test_ipvs_table import run  # the one way these tests run a module's main() with arguments
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS
 from ansible_collections.lvs.nat.plugins.modules import ipvs_real_server, ipvs_service, ipvs_table, ipvs_timeouts
 
 CASES_FILE = Path(__file__).resolve().parents[3] / "integration" / "targets" / "ipvs_bad_input" / "cases.yml"
@@ -55,19 +54,9 @@ def known_table():
     return [svc("ipv4", lab.VIP, [rs1]), svc("ipv6", "2001:db8::10", [])]
 
 
-class Kernel(module_fakes.TableSession):
-    """module_fakes.TableSession with the global timeouts: setting them is a change, recorded in applied too."""
-
-    def timeouts(self):
-        return dict(KERNEL_TIMEOUTS)
-
-    def set_timeouts(self, tcp, tcp_fin, udp):
-        self.applied.append(("set_timeouts", (tcp, tcp_fin, udp)))
-
-
 @pytest.fixture
 def kernel(monkeypatch):
-    fake = Kernel(known_table())
+    fake = module_fakes.TableSession(known_table())
     monkeypatch.setattr(_ipvs, "Session", fake)
     return fake
 
