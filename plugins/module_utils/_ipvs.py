@@ -27,6 +27,7 @@ import operator
 import select
 import socket
 import struct
+import sys
 
 from ansible_collections.lvs.nat.plugins.module_utils import _kmod
 from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
@@ -64,13 +65,32 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
 )
 
 # Whether pyroute2 is installed; Session() reports its absence with missing_required_lib's text. It is imported
-# only when a socket is opened (_pyroute2): its package imports IPRoute, NDB and asyncio, about 0.25 s on a host
-# and several seconds on an emulated director, which a run refused on its input never needs.
+# only when a socket is opened (_pyroute2), which a run refused on its input never needs.
 HAS_PYROUTE2 = importlib.util.find_spec("pyroute2") is not None
 
 
 def _pyroute2():
-    """(GenericNetlinkSocket, genlmsg, NetlinkError) from pyroute2."""
+    """(GenericNetlinkSocket, genlmsg, NetlinkError) from pyroute2.
+
+    pyroute2's package __init__ only re-exports: it imports every part of the library (IPRoute, NDB, IPDB,
+    conntrack, nftables, asyncio, ...), about 0.25 s on a host and 2.4 s on an emulated director, of which the
+    three names here need 16 modules (0.9 s there). So the package is entered without running its __init__ when
+    nothing imported it yet; should a pyroute2 release need its __init__ for these names, the normal import is
+    used instead.
+    """
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is not None and spec.submodule_search_locations is not None:
+            sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
+            try:
+                return _pyroute2_names()
+            except ImportError:
+                for name in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
+                    del sys.modules[name]
+    return _pyroute2_names()
+
+
+def _pyroute2_names():
     from pyroute2.netlink import genlmsg
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.generic import GenericNetlinkSocket

@@ -51,6 +51,8 @@ MIRROR = _env("MIRROR", "http://deb.debian.org/debian")
 GUEST_MEMORY = _env("MEMORY", "1024")
 GUEST_CPUS = _env("CPUS", "1")
 BOOT_TIMEOUT = int(_env("BOOT_TIMEOUT", "300"))
+# tests/lab/lvsnat_lab_pyc.py on each director booted (0: not; ./run bench removes it either way)
+PYC_CACHE = _env("PYC_CACHE", "1") != "0"
 SUITE = "bookworm"
 # The director's pyroute2, from PyPI (Debian 12's 0.7.2 has no IPVS); kept equal to requirements-test.txt.
 PYROUTE2 = "pyroute2==0.9.7"
@@ -606,6 +608,8 @@ def boot_director(img: dict, host="director", accel=None) -> str:
         try:
             with step(f"booting {g.name} guest ({accel}, {GUEST_CPUS} vCPU, {GUEST_MEMORY} MiB)"):
                 start_guest(img, accel, g)
+            if PYC_CACHE:
+                pyc_cache(host, True)
             return accel
         except LabError:
             if accel == "kvm" and ACCEL == "auto":
@@ -624,6 +628,19 @@ def start_guest(img: dict, accel: str, g: Guest) -> None:
         proc = subprocess.Popen(qemu_argv(img, accel, g), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True)
     wait_for_ssh(proc, g, kvm=accel == "kvm")
+
+
+PYC_HOOK = Path(__file__).with_name("lvsnat_lab_pyc.py")
+PYC_SITE = "/usr/local/lib/python3.11/dist-packages"
+
+
+def pyc_cache(host: str, enabled: bool) -> None:
+    """Install (or remove) tests/lab/lvsnat_lab_pyc.py on a director: AnsiballZ's zip compiled once, not per run."""
+    if enabled:
+        exec_on(host, f"mkdir -p {PYC_SITE} && cat > {PYC_SITE}/lvsnat_lab_pyc.py && "
+                      f"echo 'import lvsnat_lab_pyc' > {PYC_SITE}/lvsnat_lab_pyc.pth", input=PYC_HOOK.read_text())
+    else:
+        exec_on(host, f"rm -rf {PYC_SITE}/lvsnat_lab_pyc.pth {PYC_SITE}/lvsnat_lab_pyc.py /var/cache/lvsnat-lab-pyc")
 
 
 def is_port_free(port: int) -> bool:
@@ -748,13 +765,13 @@ def reboot_director(host="director") -> None:
 
 # ---------------------------------------------------------------- running commands on lab hosts
 
-def exec_on(host: str, command: str, check=True, timeout=120):
+def exec_on(host: str, command: str, check=True, timeout=120, input=None):
     """Run a shell command on a lab host: SSH for the guest, podman exec for containers."""
     if is_director(host):
         argv = [*ssh_argv(host=host), command]
     else:
-        argv = ["podman", "exec", containers()[host][0], "sh", "-c", command]
-    proc = run(argv, check=False, timeout=timeout, env={"CONTAINERS_CONF": str(containers_conf())})
+        argv = ["podman", "exec", *(["-i"] if input is not None else []), containers()[host][0], "sh", "-c", command]
+    proc = run(argv, check=False, timeout=timeout, input=input, env={"CONTAINERS_CONF": str(containers_conf())})
     if check and proc.returncode != 0:
         raise LabError(f"on {host}: `{command}` failed (rc={proc.returncode})\n"
                        f"stdout: {proc.stdout.strip()[-2000:]}\nstderr: {proc.stderr.strip()[-2000:]}")

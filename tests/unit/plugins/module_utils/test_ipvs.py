@@ -552,11 +552,7 @@ def test_ipvs_errors_are_the_collections_kernel_errors_with_their_details():
 def test_pyroute2_is_imported_only_when_a_socket_is_opened():
     """Importing pyroute2 costs seconds on an emulated director: a module that fails on its input, or finds ip_vs not
     loaded, must not pay it. Importing _ipvs (and every IPVS module) leaves pyroute2 unimported; opening a socket
-    imports it."""
-    import os
-    import subprocess
-    import sys
-
+    imports it, and only the parts it needs."""
     code = "\n".join([
         "import sys",
         "from ansible_collections.lvs.nat.plugins.module_utils import _ipvs",
@@ -565,7 +561,39 @@ def test_pyroute2_is_imported_only_when_a_socket_is_opened():
         "assert not [m for m in sys.modules if m.split('.')[0] == 'pyroute2'], 'imported on import'",
         "assert _ipvs._pyroute2()[0].__name__ == 'GenericNetlinkSocket'",
         "assert 'pyroute2.netlink.generic' in sys.modules",
+        # Not the package's __init__, which imports all of pyroute2 (seconds on an emulated director).
+        "assert not [m for m in ('pyroute2.ndb', 'pyroute2.ipdb', 'pyroute2.iproute', 'pyroute2.conntrack')"
+        " if m in sys.modules], sorted(sys.modules)",
     ])
+    _run_python(code)
+
+
+def test_pyroute2_is_imported_whole_when_its_parts_need_the_package_init():
+    """Should a pyroute2 release need its __init__ for the three names, _pyroute2 falls back to the normal import."""
+    code = "\n".join([
+        "import sys",
+        "from ansible_collections.lvs.nat.plugins.module_utils import _ipvs",
+        "names = _ipvs._pyroute2_names",
+        "calls = []",
+        "def failing_once():",
+        "    calls.append(sorted(m for m in sys.modules if m.startswith('pyroute2')))",
+        "    if len(calls) == 1:",
+        "        import pyroute2.netlink.generic",
+        "        raise ImportError('needs the package init')",
+        "    return names()",
+        "_ipvs._pyroute2_names = failing_once",
+        "assert _ipvs._pyroute2()[0].__name__ == 'GenericNetlinkSocket'",
+        "assert len(calls) == 2 and calls[1] == [], calls",
+        "assert 'pyroute2.ndb' in sys.modules and hasattr(sys.modules['pyroute2'], 'IPRoute')",
+    ])
+    _run_python(code)
+
+
+def _run_python(code):
+    import os
+    import subprocess
+    import sys
+
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
