@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The molecule scenarios against the run's shared lab (molecule's destroy is left to the session fixture).
 
-The default scenario: converge playbooks/site.yml, converge again with nothing changed, a check-mode run, then the
-testinfra verify in molecule/default/tests (traffic splits, check mode, reboots, drain)."""
+The default scenario: converge playbooks/site.yml, converge again with nothing changed, then the testinfra verify in
+molecule/default/tests (traffic splits, a check-mode run changing nothing, reboots, drain, a removed service)."""
 from __future__ import annotations
 
 import os
