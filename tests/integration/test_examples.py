@@ -18,7 +18,7 @@ MODULES = ["ipvs_service", "ipvs_table", "ipvs_real_server", "ipvs_timeouts", "i
            "nat_rules"]
 # What the examples assume exists: the services ipvs_real_server's examples name.
 SETUP = "ipvsadm -C && ipvsadm -A -t 198.51.100.10:80 -s wlc && ipvsadm -A -f 1 -s wlc"
-RESET_IPVS = {"name": "Reset IPVS", "ansible.builtin.shell": "ipvsadm -C && ipvsadm --set 900 120 300",
+RESET_IPVS = {"name": "Reset IPVS", "ansible.builtin.raw": "ipvsadm -C && ipvsadm --set 900 120 300",
               "changed_when": False}
 # What each module's examples change besides the IPVS table (SETUP fills it for every module), put back afterwards:
 # each reset is a module run on the emulated director, so only those a module needs.
@@ -35,7 +35,7 @@ RESET = {
 def example_playbook(module):
     mod = importlib.import_module(f"ansible_collections.lvs.nat.plugins.modules.{module}")
     examples = yaml.safe_load(mod.EXAMPLES)
-    tasks = [{"name": "Setup", "ansible.builtin.shell": SETUP, "changed_when": False}]
+    tasks = [{"name": "Setup", "ansible.builtin.raw": SETUP, "changed_when": False}]
     for i, task in enumerate(examples):
         tasks.append(task)
         if any(k.startswith("lvs.nat.") for k in task):
@@ -49,7 +49,8 @@ def example_playbook(module):
     # What every module result may carry besides its RETURN (ansible-core adds these).
     documented = sorted(yaml.safe_load(mod.RETURN) or {}) + ["changed", "failed", "diff", "invocation", "warnings", "deprecations"]
     return [{"name": f"Examples of lvs.nat.{module}", "hosts": "director", "gather_facts": False,
-             "vars": {"documented": documented}, "tasks": tasks}]
+             # Setup and resets through raw (no Python started on the emulated director), without a tty.
+             "vars": {"documented": documented, "ansible_ssh_use_tty": False}, "tasks": tasks}]
 
 
 @pytest.mark.parametrize("module", MODULES)
