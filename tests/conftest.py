@@ -57,7 +57,28 @@ def ha_lab(request):
             labmod.down()
 
 
+LAB_FIXTURES = {"lab", "ha_lab"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--part", choices=("all", "lab", "host"), default="all",
+                     help="only the tests that use the lab (lab), only those that do not (host), or all; ./run test "
+                          "runs the two parts side by side")
+
+
+def needs_lab(item):
+    """A test of the lab part: it takes the lab (or the HA lab) as a fixture, or is marked lab (the lab's images)."""
+    return bool(LAB_FIXTURES & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("lab") is not None
+
+
 def pytest_collection_modifyitems(session, config, items):
+    part = config.getoption("--part")
+    if part != "all":
+        keep = [item for item in items if needs_lab(item) == (part == "lab")]
+        dropped = [item for item in items if item not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
     # The HA tests are the run's last phase: they remake the lab with two directors, after the one-director suite.
     ha = ROOT / "tests" / "ha"
     items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(ha))

@@ -25,6 +25,9 @@ import lab
 import pytest
 import yaml
 
+# Containers from the lab's node image, with the lab's label (lab.py down removes them): the lab part of ./run test.
+pytestmark = pytest.mark.lab
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = yaml.safe_load((ROOT / "roles/director/defaults/main.yml").read_text())
 
