@@ -545,6 +545,11 @@ def restart_container(host: str) -> None:
     with step(f"rebooting container {host}"):
         podman("stop", "-t", "10", containers()[host][0])
         power_on(host)
+        # Back when its boot is over (running or degraded), as reboot_director waits: its SSH then answers.
+        state = podman("exec", containers()[host][0], "systemctl", "is-system-running", "--wait",
+                       check=False, timeout=BOOT_TIMEOUT).stdout.strip()
+        if state not in ("running", "degraded"):
+            raise LabError(f"{host}: its boot did not finish after the restart (systemd: {state!r})")
 
 
 # ---------------------------------------------------------------- director guest
