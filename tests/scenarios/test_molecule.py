@@ -2,7 +2,8 @@
 """The molecule scenarios against the run's shared lab (molecule's destroy is left to the session fixture).
 
 The default scenario: converge playbooks/site.yml, converge again with nothing changed, then the testinfra verify in
-molecule/default/tests (traffic splits, a check-mode run changing nothing, reboots, drain, a removed service)."""
+molecule/default/tests (traffic splits, a check-mode run changing nothing, a real server restarted, drain, a
+removed service)."""
 from __future__ import annotations
 
 import os
