@@ -545,11 +545,19 @@ def restart_container(host: str) -> None:
     with step(f"rebooting container {host}"):
         podman("stop", "-t", "10", containers()[host][0])
         power_on(host)
-        # Back when its boot is over (running or degraded), as reboot_director waits: its SSH then answers.
-        state = podman("exec", containers()[host][0], "systemctl", "is-system-running", "--wait",
-                       check=False, timeout=BOOT_TIMEOUT).stdout.strip()
-        if state not in ("running", "degraded"):
-            raise LabError(f"{host}: its boot did not finish after the restart (systemd: {state!r})")
+        # Back when its boot is over (running or degraded), as reboot_director waits: its SSH then answers. Right
+        # after the start, systemctl may not reach the new systemd yet (it printed nothing): ask again until it does.
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            r = podman("exec", containers()[host][0], "systemctl", "is-system-running", "--wait",
+                       check=False, timeout=BOOT_TIMEOUT)
+            state = r.stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"{host}: its boot did not finish after the restart "
+                               f"(systemd: {state!r}; {r.stderr.strip()[-300:]!r})")
+            time.sleep(0.5)
 
 
 # ---------------------------------------------------------------- director guest
