@@ -441,6 +441,11 @@ def report(rows, accel, guest, started, elapsed):
 
 
 def main():
+    # The no-op baseline is the collection at BASELINE_REV, read from git: refuse at once, not 20 minutes in.
+    if lab.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{BASELINE_REV}^{{commit}}"], check=False,
+               timeout=60).returncode != 0:
+        sys.exit(f"bench: {ROOT} is not a git clone holding commit {BASELINE_REV} (the baseline of figure 5): "
+                 "run ./run bench in a clone of the repository with its history")
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
     was_up = lab.status()["up"]
