@@ -655,3 +655,34 @@ def test_a_tcp_round_times_out_once_and_leaves_no_callback_behind(web):
     finally:
         for sock in fillers + [full]:
             sock.close()
+
+
+def test_a_tcp_round_gives_the_loop_one_reader_and_reads_so_error_only_for_failed_connects(web, monkeypatch):
+    """The cost of a round's tcp checks: no writer callback per check (the round's own epoll, one reader on the loop),
+    SO_ERROR asked only of the connects that failed."""
+    ok, refused = [web().port for _ in range(5)], [free_port() for _ in range(3)]
+    calls = {"add_reader": 0, "add_writer": 0, "getsockopt": 0}
+    getsockopt = socket.socket.getsockopt
+
+    def counted(sock, *args):
+        calls["getsockopt"] += 1
+        return getsockopt(sock, *args)
+
+    monkeypatch.setattr(socket.socket, "getsockopt", counted)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        def counting(name):
+            real = getattr(loop, name)
+
+            def count(*args):
+                calls[name] += 1
+                return real(*args)
+            return count
+
+        for name in ("add_reader", "add_writer"):
+            monkeypatch.setattr(loop, name, counting(name))
+        return await _healthd.tcp_round([("127.0.0.1", p) for p in ok + refused], 2)
+
+    assert asyncio.run(scenario()) == [(True, "ok")] * 5 + [(False, "connection refused")] * 3
+    assert calls["add_writer"] == 0 and calls["add_reader"] <= 1 and calls["getsockopt"] <= 3, calls
