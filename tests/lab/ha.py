@@ -149,14 +149,14 @@ class Probe(_Lines):
 
     def gap(self, around, until=None):
         """The service gap around the time `around`: from the last connection started before it that succeeded to
-        the first one started after it that succeeded, less one period (a gap of one missed probe is one period)."""
+        the first one started after it that succeeded, less one period (a gap of one missed probe is one period).
+        A stretch without probes (the client's process starved) counts as a gap too: only a success is evidence."""
         rs = self.results(until=until or float("inf"))
         before = [x["t"] for x in rs if x["ok"] and x["t"] <= around]
         after = [x["t"] for x in rs if x["ok"] and x["t"] > around]
         if not before or not after:
             return None
-        failed_between = [x for x in rs if before[-1] < x["t"] < after[0]]
-        return (after[0] - before[-1] - self.period) if failed_between else 0.0
+        return max(0.0, after[0] - before[-1] - self.period)
 
     def wait_success_after(self, t, timeout=30):
         return self.wait_for(lambda x: x["ok"] and x["t"] > t, timeout)

@@ -126,3 +126,22 @@ class _EmptyDir:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_the_probes_gap_counts_a_stretch_without_probes():
+    """The HA tests' service gap: only a success is evidence of service. A stretch where the client started no probe
+    (its process starved) is a gap as long as one with failed probes; steady successes are no gap."""
+    import threading
+
+    import ha
+
+    probe = object.__new__(ha.Probe)
+    probe.period, probe.cond = 0.1, threading.Condition()
+    steady = [{"t": round(0.1 * i, 1), "ok": True} for i in range(11)]
+    probe.lines = steady + [{"t": 4.0 + 0.1 * i, "ok": True} for i in range(5)]
+    assert probe.gap(2.0) == pytest.approx(2.9)
+    failing = [{"t": 0.5 + 0.1 * i, "ok": False} for i in range(10)]
+    probe.lines = steady[:5] + failing + [{"t": 1.5 + 0.1 * i, "ok": True} for i in range(5)]
+    assert probe.gap(0.6) == pytest.approx(1.0)  # the successes at 0.4 and 1.5 around it, less one period
+    probe.lines = steady
+    assert probe.gap(0.55) == pytest.approx(0.0)
