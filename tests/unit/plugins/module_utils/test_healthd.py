@@ -660,7 +660,7 @@ def test_a_tcp_round_times_out_once_and_leaves_no_callback_behind(web):
 def test_a_tcp_round_gives_the_loop_one_reader_and_reads_so_error_only_for_failed_connects(web, monkeypatch):
     """The cost of a round's tcp checks: no writer callback per check (the round's own epoll, one reader on the loop),
     SO_ERROR asked only of the connects that failed."""
-    ok, refused = [web().port for _ in range(5)], [free_port() for _ in range(3)]
+    ok, refused = [web().port for _n in range(5)], [free_port() for _n in range(3)]
     calls = {"add_reader": 0, "add_writer": 0, "getsockopt": 0}
     getsockopt = socket.socket.getsockopt
 
@@ -672,6 +672,7 @@ def test_a_tcp_round_gives_the_loop_one_reader_and_reads_so_error_only_for_faile
 
     async def scenario():
         loop = asyncio.get_running_loop()
+
         def counting(name):
             real = getattr(loop, name)
 
