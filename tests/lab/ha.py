@@ -148,15 +148,19 @@ class Probe(_Lines):
             return sorted((x for x in self.lines if since <= x["t"] <= until), key=lambda x: x["t"])
 
     def gap(self, around, until=None):
-        """The service gap around the time `around`: from the last connection started before it that succeeded to
-        the first one started after it that succeeded, less one period (a gap of one missed probe is one period).
-        A stretch without probes (the client's process starved) counts as a gap too: only a success is evidence."""
+        """The service gap around the time `around`: the longest stretch between two connections that succeeded, from
+        the last one started before `around` to the last one started by `until` (default: all recorded), less one
+        period (a gap of one missed probe is one period). The longest stretch, not the one just after `around`: a
+        connection started just after the event may still succeed (the old master not dead yet), and the outage
+        follows it. A stretch without probes (the client's process starved) counts as a gap too: only a success is
+        evidence of service."""
         rs = self.results(until=until or float("inf"))
-        before = [x["t"] for x in rs if x["ok"] and x["t"] <= around]
-        after = [x["t"] for x in rs if x["ok"] and x["t"] > around]
-        if not before or not after:
+        ok = [x["t"] for x in rs if x["ok"]]
+        before = [t for t in ok if t <= around]
+        window = [t for t in ok if before and t >= before[-1]]
+        if len(window) < 2:
             return None
-        return max(0.0, after[0] - before[-1] - self.period)
+        return max(0.0, max(b - a for a, b in zip(window, window[1:])) - self.period)
 
     def wait_success_after(self, t, timeout=30):
         return self.wait_for(lambda x: x["ok"] and x["t"] > t, timeout)

@@ -145,3 +145,11 @@ def test_the_probes_gap_counts_a_stretch_without_probes():
     assert probe.gap(0.6) == pytest.approx(1.0)  # the successes at 0.4 and 1.5 around it, less one period
     probe.lines = steady
     assert probe.gap(0.55) == pytest.approx(0.0)
+    # A connection started just after the kill that still succeeded (the old master not dead yet), then the outage:
+    # the gap is the outage (the CI run of 2026-12-04 18:38 UTC recorded 0.0 s for a takeover of 3.3 s).
+    probe.lines = steady + [{"t": 1.02, "ok": True}] + [{"t": 4.3 + 0.1 * i, "ok": True} for i in range(5)]
+    assert probe.gap(1.01) == pytest.approx(3.18)
+    # Only up to `until`: a later stretch (another event) is not this one's.
+    probe.lines += [{"t": 9.0, "ok": True}]
+    assert probe.gap(1.01, until=5.0) == pytest.approx(3.18)
+    assert probe.gap(1.01) == pytest.approx(4.2)
