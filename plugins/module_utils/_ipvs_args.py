@@ -10,6 +10,8 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import (
     ALL_SCHED_FLAGS,
     FORWARDING_CHOICES,
     PROTOCOLS,
+    SAVED_PATH,
+    SAVED_UNIT_PATH,
     SCHEDULERS,
     TIMEOUT_NAMES,
 )
@@ -69,6 +71,10 @@ IPVS_TABLE_SPEC = dict(
     )),
     compact=dict(type="bool", default=False),
     timeouts=dict(type="dict", options=dict((n, dict(type="int")) for n in TIMEOUT_NAMES)),
+    save=dict(type="dict", options=dict(
+        path=dict(type="path", default=SAVED_PATH),
+        unit_path=dict(type="path", default=SAVED_UNIT_PATH),
+    )),
 )
 IPVS_TABLE_RELATIONS = dict(mutually_exclusive=[("purge_services", "owned")])
 # lvs.nat.ipvs_real_server.

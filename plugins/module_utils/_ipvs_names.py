@@ -36,6 +36,9 @@ ALL_SCHED_FLAGS = sorted(f for flags in SCHED_FLAGS.values() for f in flags)
 # What the kernel holds before anyone sets them, and after ip_vs is loaded (ipvsadm --set).
 KERNEL_TIMEOUTS = {"tcp": 900, "tcp_fin": 120, "udp": 300}
 TIMEOUT_NAMES = ("tcp", "tcp_fin", "udp")
+# The saved state restored at boot and its unit (lvs.nat.ipvs_save; lvs.nat.ipvs_table with save).
+SAVED_PATH = "/etc/lvs-nat/ipvs.rules"
+SAVED_UNIT_PATH = "/etc/systemd/system/lvs-nat-ipvs.service"
 # The kernel stores timeouts in jiffies and refuses values whose jiffies overflow an int.
 MAX_TIMEOUT = 2147483
 

@@ -141,50 +141,25 @@ services:
         - {address: 198.51.100.101, port: 8080, forwarding: masq, weight: 3, upper_threshold: 0, lower_threshold: 0}
 """
 
-import ipaddress
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import SERVICE_KEY_RELATIONS, SERVICE_KEY_SPEC
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32, service_id
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import MAX_U32, SAVED_PATH, SAVED_UNIT_PATH, service_id
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     InvalidInput,
     _int_range,
     config_view,
-    dest_order,
     owned_addresses,
     owned_keys,
     owned_services,
 )
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_save import (
+    owned_files,
+    render,
+    service_order,
+)
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
-
-HEADER = "# Managed by lvs.nat.ipvs_save: the owned IPVS services and the timeouts, one ipvsadm command a line.\n"
-FWD_FLAGS = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
-# The boot restore, a POSIX sh script that gets the saved file as $0 (data, never pasted into the script), read on
-# descriptor 3 (a missing file fails the unit). Each line on its own, words split with globbing off: --set as is; a
-# service or real server is edited when it exists (a restart on a running director), else added; nothing is ever
-# flushed or deleted, and any other line fails (only this module writes the file). A failed line is logged, the next
-# ones are still applied, and the exit status is then 1, so systemd marks the unit failed.
-RESTORE_SCRIPT = (
-    'set -f; rc=0; exec 3< "$0" || exit 1; '
-    'while IFS= read -r line <&3 || [ -n "$line" ]; do '
-    'set -- $line; '
-    'case "$1" in '
-    '""|"#"*) continue;; '
-    '--set) ipvsadm "$@";; '
-    '-A) shift; ipvsadm -E "$@" 2>/dev/null || ipvsadm -A "$@";; '
-    '-a) shift; ipvsadm -e "$@" 2>/dev/null || ipvsadm -a "$@";; '
-    '*) echo "not an ipvs_save line" >&2; false;; '
-    'esac || { echo "lvs-nat-ipvs: failed: $line" >&2; rc=1; }; '
-    'done; exit "$rc"')
-
-
-def restore_command(path):
-    """ExecStart= of the unit: the script in single quotes ($ doubled, as systemd expands $NAME), then the file.
-
-    The script holds no quote, backslash or %; path_problem() has refused whatever in path systemd or sh would read."""
-    return "/bin/sh -c '%s' %s" % (RESTORE_SCRIPT.replace("$", "$$"), path)
 
 
 def selection(params):
@@ -202,45 +177,6 @@ def owned(table, selected):
     return list(table) if selected is None else owned_services(table, *selected)
 
 
-def _addr(address, port):
-    return "%s:%d" % ("[%s]" % address if ":" in address else address, port)
-
-
-def service_option(svc):
-    if svc["fwmark"]:
-        return "-f %d%s" % (svc["fwmark"], " -6" if svc["family"] == "ipv6" else "")
-    flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}[svc["protocol"]]
-    return "%s %s" % (flag, _addr(svc["address"], svc["port"]))
-
-
-def _service_order(svc):
-    return (svc["family"], svc["fwmark"], svc["protocol"] or "", ipaddress.ip_address(svc["address"] or "0.0.0.0"),
-            svc["port"] or 0)
-
-
-def render(table, timeouts):
-    """ipvsadm-restore lines for the whole state, sorted: the kernel lists services and real servers in an order
-    of its own (hash buckets, insertion), which changes when the saved file is restored at boot."""
-    lines = ["--set %(tcp)d %(tcp_fin)d %(udp)d" % timeouts]
-    for svc in sorted(table, key=_service_order):
-        key = service_option(svc)
-        line = "-A %s -s %s" % (key, svc["scheduler"])
-        if svc["scheduler_flags"]:
-            line += " -b " + ",".join(svc["scheduler_flags"])
-        if svc["persistence_timeout"]:
-            prefix = svc["persistence_prefix"]
-            mask = str(prefix) if svc["family"] == "ipv6" else str(ipaddress.ip_network("0.0.0.0/%d" % prefix).netmask)
-            line += " -p %d -M %s" % (svc["persistence_timeout"], mask)
-        if svc["one_packet"]:
-            line += " -o"
-        lines.append(line)
-        for d in sorted(svc["real_servers"], key=dest_order):
-            lines.append("-a %s -r %s %s -w %d -x %d -y %d" % (
-                key, _addr(d["address"], d["port"]), FWD_FLAGS[d["forwarding"]], d["weight"],
-                d["upper_threshold"], d["lower_threshold"]))
-    return lines
-
-
 def build_module():
     return AnsibleModule(
         argument_spec=dict(
@@ -248,8 +184,8 @@ def build_module():
             addresses=dict(type="list", elements="str"),
             fwmarks=dict(type="list", elements="int"),
             skip=dict(type="list", elements="dict", default=[], options=SERVICE_KEY_SPEC, **SERVICE_KEY_RELATIONS),
-            path=dict(type="path", default="/etc/lvs-nat/ipvs.rules"),
-            unit_path=dict(type="path", default="/etc/systemd/system/lvs-nat-ipvs.service"),
+            path=dict(type="path", default=SAVED_PATH),
+            unit_path=dict(type="path", default=SAVED_UNIT_PATH),
         ),
         supports_check_mode=True,
     )
@@ -270,7 +206,7 @@ def saved_state(module, selected, skip=()):
     (but skip's) and the timeouts."""
     with _ipvs.Session(module) as kernel:
         table, timeouts = kernel.table(counters=False), kernel.timeouts()
-    services = sorted((svc for svc in owned(table, selected) if service_id(svc) not in skip), key=_service_order)
+    services = sorted((svc for svc in owned(table, selected) if service_id(svc) not in skip), key=service_order)
     return services, render(services, timeouts)
 
 
@@ -281,10 +217,7 @@ def run(module):
     # One run at a time reads the kernel and replaces the file: two overlapping runs would save the older table last.
     with _persist.lock("ipvs_save"):
         services, lines = saved_state(module, selected, skip) if present else ([], [])
-        unit = _persist.unit_text("ipvs_save", "lvs.nat IPVS services, thresholds and timeouts",
-                                  restore_command(p["path"]), ["systemd-modules-load.service", "local-fs.target"])
-        files = _persist.Owned(files=[("path", p["path"], HEADER + "\n".join(lines) + "\n" if present else None, 0o600)],
-                               units=[("unit_path", p["unit_path"], unit if present else None)]).install(module)
+        files = owned_files(p["path"], p["unit_path"], lines if present else None).install(module)
     return dict(changed=files["changed"], rules=lines, services=[config_view(svc) for svc in services],
                 diff=files["diff"])
 

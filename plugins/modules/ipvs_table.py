@@ -32,7 +32,8 @@ attributes:
     support: full
     details:
       - Before and after map each service that the run adds, edits or removes (as C(TCP 198.51.100.10:80)) to its settings and real servers.
-      - With O(owned), the diff is a list of two entries, the services as above, then the file O(owned.path).
+      - With O(owned), the diff is a list of two entries, the services as above, then the file O(owned.path). With
+        O(save), the saved file and its unit follow (after O(owned.path)'s entry, when O(owned) is set).
   platform:
     platforms: linux
 options:
@@ -184,6 +185,33 @@ options:
     type: bool
     default: false
     version_added: 0.3.0
+  save:
+    description:
+      - Save, in the same run, the services O(services) lists as the kernel then holds them (in check mode, as it would
+        hold them) and the global timeouts, for the next boot, as M(lvs.nat.ipvs_save) saves them - the same file,
+        byte for byte, and the same boot unit C(lvs-nat-ipvs.service), which applies each line on its own and never
+        flushes. Services the task does not list (other tools', O(owned.skip)'s) are not saved.
+      - Written only when the text differs, after the kernel took the run's changes; a run that the kernel refused
+        (and that rolled back) saves nothing. The diff shows the file and the unit.
+      - With O(owned), the listed services are all the task owns after the run (O(owned) removed the others), so the
+        saved file is what M(lvs.nat.ipvs_save) with the owned addresses and marks and O(owned.skip) as its
+        O(lvs.nat.ipvs_save#module:skip) writes. The role C(lvs.nat.director) saves its table this way.
+    type: dict
+    version_added: 0.6.0
+    suboptions:
+      path:
+        description:
+          - The saved file, one C(ipvsadm) command a line (M(lvs.nat.ipvs_save)'s O(lvs.nat.ipvs_save#module:path)).
+          - An absolute path of ASCII letters, digits and the characters C(_./+,@=:-), without C(..); an existing file
+            without the managed header fails the task before any change.
+        type: path
+        default: /etc/lvs-nat/ipvs.rules
+      unit_path:
+        description:
+          - The boot unit that applies the file (M(lvs.nat.ipvs_save)'s O(lvs.nat.ipvs_save#module:unit_path)), written and
+            enabled; the same rules as O(save.path).
+        type: path
+        default: /etc/systemd/system/lvs-nat-ipvs.service
   timeouts:
     description:
       - The global IPVS connection timeouts in seconds (C(ipvsadm --set)), set in the same run as the table, as
@@ -249,7 +277,7 @@ EXAMPLES = r"""
     purge_services: true
     purge_real_servers: true
 
-- name: The director's table; services it declared before and no longer lists are removed, other tools' are kept
+- name: The director's table, saved for the boot; services it declared before and no longer lists are removed, other tools' are kept
   lvs.nat.ipvs_table:
     services:
       - address: 198.51.100.10
@@ -264,6 +292,7 @@ EXAMPLES = r"""
     owned:
       addresses: [198.51.100.10]
     purge_real_servers: true
+    save: {}
 """
 
 RETURN = r"""
@@ -301,7 +330,8 @@ removed:
 changes:
   description:
     - The kernel operations made (in check mode, that would be made), in order.
-    - The result's C(changed) is also true when only the file O(owned.path) changed.
+    - The result's C(changed) is also true when only the file O(owned.path), or with O(save) the saved file or its unit,
+      changed.
     - With O(timeouts), a change of the timeouts is listed first, as C(set the timeouts tcp=600).
     - With O(compact=true), the operations counted by kind, as C(add 100 services) and C(add 10000 real servers).
   returned: always
@@ -314,6 +344,15 @@ operations:
   type: int
   version_added: 0.3.0
   sample: 2
+saved:
+  description:
+    - With O(save), whether the saved file or its unit changed (C(changed)) and the services saved (C(services)), as
+      the kernel holds them after the run (in check mode, as it would), in the file's order, each as in RV(services)
+      (with O(compact=true), by name).
+  returned: when O(save) is set
+  type: dict
+  version_added: 0.6.0
+  sample: {changed: false, services: ["TCP 198.51.100.10:80"]}
 timeouts:
   description: With O(timeouts), the global timeouts after the run (in check mode, as they would be), in seconds.
   returned: when O(timeouts) is set
@@ -346,7 +385,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _ipvs_args, _ipvs_names, _ipvs_plan, _persist
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _ipvs_args, _ipvs_names, _ipvs_plan, _ipvs_save, _persist
 from ansible_collections.lvs.nat.plugins.module_utils._module import run_module
 
 OWNED_HEADER = "# Managed by lvs.nat.ipvs_table: the fwmarks of its services, one a line; it removes them when unlisted.\n"
@@ -416,13 +455,15 @@ def build_module():
                          **_ipvs_args.IPVS_TABLE_RELATIONS)
 
 
-def reconcile(module, parsed, owned, timeouts):
+def reconcile(module, parsed, owned, timeouts, save=False):
     """The timeouts (when given), then the table: read (settings, no counters), plan, apply unless check mode.
-    (ops, current, after, removed, (timeouts before, after) or None)."""
+    (ops, current, after, removed, (timeouts before, after) or None, the kernel's timeouts after the run or None).
+    With save, the touched services are always predicted or read back (the saved file needs their real servers) and
+    the kernel's timeouts are read when the run does not set them."""
     p = module.params
-    # A compact result names the touched services only: without diff mode, their real servers are neither predicted
-    # nor read back.
-    full = not p["compact"] or module._diff
+    # A compact result names the touched services only: without diff mode or save, their real servers are neither
+    # predicted nor read back.
+    full = not p["compact"] or module._diff or save
     with _ipvs.Session(module) as kernel:
         times = kernel.reconcile_timeouts(timeouts) if timeouts is not None else None
         current = kernel.table(counters=False)
@@ -439,7 +480,8 @@ def reconcile(module, parsed, owned, timeouts):
             # every operation: a refusal would have raised).
             if full:
                 after = read_back(kernel, after)
-    return ops, current, after, removed, times
+        held_timeouts = (times[1] if times is not None else kernel.timeouts()) if save else None
+    return ops, current, after, removed, times, held_timeouts
 
 
 def read_back(kernel, touched):
@@ -478,17 +520,49 @@ def checked_timeouts(timeouts):
         raise _ipvs_plan.InvalidInput("timeouts.%s" % e) from None
 
 
+def checked_save(save):
+    """The save option checked before anything is read or changed (check mode too): paths systemd and sh take as one
+    word, files that are absent or ours."""
+    if save is None:
+        return None
+    options = (("save.path", save["path"]), ("save.unit_path", save["unit_path"]))
+    problems = [_persist.path_problem(path, option) for option, path in options]
+    problems = [m for m in problems if m] or _persist.foreign_problems(options)
+    if problems:
+        raise _persist.PersistError("; ".join(problems))
+    return save
+
+
+def saved_services(parsed, current, after, removed):
+    """The listed services as the kernel holds them after the run (in check mode, as it would), in the saved file's
+    order: those the run left as they were from current, the touched ones from after, the removed ones gone."""
+    held = dict((_ipvs_names.service_id(svc), svc) for svc in current)
+    for svc in removed:
+        held.pop(_ipvs_names.service_id(svc), None)
+    held.update((_ipvs_names.service_id(svc), svc) for svc in after if svc)
+    return sorted((held[entry.sid] for entry in parsed if entry.sid in held), key=_ipvs_save.service_order)
+
+
 def run(module):
     p = module.params
     timeouts = checked_timeouts(p["timeouts"])
     parsed = _ipvs_plan.precheck_table(p["services"])
+    save = checked_save(p["save"])
     # owned.path is read, then rewritten after the kernel changed: one run at a time, or a run could forget the
-    # marks another recorded.
-    with _persist.lock("ipvs_table") if p["owned"] is not None else contextlib.nullcontext():
+    # marks another recorded. The saved state likewise (the lock lvs.nat.ipvs_save takes): two overlapping runs
+    # would save the older table last.
+    with _persist.lock("ipvs_table") if p["owned"] is not None else contextlib.nullcontext(), \
+            _persist.lock("ipvs_save") if save else contextlib.nullcontext():
         owned, files = owned_file(p["owned"], [entry.key for entry in parsed])
-        ops, current, after, removed, times = reconcile(module, parsed, owned, timeouts)
+        ops, current, after, removed, times, held_timeouts = reconcile(module, parsed, owned, timeouts, save=bool(save))
         # Written once the kernel took the changes: a refused run still knows the marks it owned before.
         recorded = files.install(module) if files else dict(changed=False, diff=[])
+        if save:
+            saved = saved_services(parsed, current, after, removed)
+            stored = _ipvs_save.owned_files(save["path"], save["unit_path"], _ipvs_save.render(saved, held_timeouts),
+                                            options=("save.path", "save.unit_path")).install(module)
+        else:
+            saved, stored = None, dict(changed=False, diff=[])
     # Only what the run touched: a large table's unchanged services would make every result (and its processing by
     # ansible-core) as large as the table. lvs.nat.ipvs_info reads the whole table.
     view = _ipvs_names.describe_service if p["compact"] else _ipvs_plan.config_view
@@ -496,11 +570,13 @@ def run(module):
     changes = (["set the timeouts " + " ".join("%s=%d" % (n, times[1][n]) for n in _ipvs_names.TIMEOUT_NAMES
                                                if times[0][n] != times[1][n])] if set_times else [])
     changes += counted(ops) if p["compact"] else [_ipvs_names.describe_op(op) for op in ops]
-    result = dict(changed=bool(ops) or set_times or recorded["changed"], services=[view(svc) for svc in after if svc],
-                  removed=[view(svc) for svc in removed], changes=changes, operations=len(ops),
-                  invocation=invocation(p, parsed))
+    result = dict(changed=bool(ops) or set_times or recorded["changed"] or stored["changed"],
+                  services=[view(svc) for svc in after if svc], removed=[view(svc) for svc in removed],
+                  changes=changes, operations=len(ops), invocation=invocation(p, parsed))
     if times is not None:
         result["timeouts"] = times[1]
+    if save:
+        result["saved"] = dict(changed=stored["changed"], services=[view(svc) for svc in saved])
     if module._diff:
         # Mappings (service -> its settings and real servers): ansible-core's diff display takes text or a mapping.
         touched = set(_ipvs_names.service_id(op[1]) for op in ops)
@@ -508,7 +584,7 @@ def run(module):
                           after=_by_service(svc for svc in after if svc))
         if set_times:
             table_diff["before"]["timeouts"], table_diff["after"]["timeouts"] = times
-        result["diff"] = [table_diff] + recorded["diff"] if files else table_diff
+        result["diff"] = [table_diff] + recorded["diff"] + stored["diff"] if files or save else table_diff
     return result
 
 

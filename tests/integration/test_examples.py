@@ -24,6 +24,7 @@ RESET_IPVS = {"name": "Reset IPVS", "ansible.builtin.raw": "ipvsadm -C && ipvsad
 # each reset is a module run on the emulated director, so only those a module needs.
 RESET = {
     "ipvs_save": [{"name": "Reset the saved IPVS state", "lvs.nat.ipvs_save": {"state": "absent"}}],
+    "ipvs_table": [{"name": "Reset the saved IPVS state", "lvs.nat.ipvs_save": {"state": "absent"}}],
     "nat_rules": [{"name": "Reset nftables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "nftables"}},
                   {"name": "Reset iptables rules", "lvs.nat.nat_rules": {"state": "absent", "backend": "iptables"}}],
     "sysctl_forwarding": [

@@ -127,8 +127,16 @@ def test_a_condition_shared_by_adjacent_tasks_is_a_block(role):
 
 
 def test_the_director_saves_the_ipvs_state_in_one_task():
-    saves = [(name, task["name"]) for name, task in role_tasks("director") if "lvs.nat.ipvs_save" in task]
-    assert saves == [("persist.yml", "Save the IPVS state for the next boot")]
+    """The table's run saves it (ipvs_table's save); the persist phase's ipvs_save only when that run did not happen
+    or failed."""
+    saves = [(name, task["name"], task.get("when")) for name, task in role_tasks("director")
+             if "lvs.nat.ipvs_save" in task or "save" in task.get("lvs.nat.ipvs_table", {})]
+    assert saves == [("configure.yml", "Virtual services with their real servers and the global timeouts, the whole table "
+                      "in one run, saved for the boot", None),
+                     ("persist.yml", "Save the IPVS state for the next boot (when the table's run did not)",
+                      "_director_table.saved is not defined")]
+    (table,) = [task for _name, task in role_tasks("director") if "lvs.nat.ipvs_table" in task]
+    assert table["register"] == "_director_table"
     assert not (ROLES / "director" / "handlers").exists(), "no handler saves it a second time"
     assert [task["name"] for _name, task in role_tasks("director") if "notify" in task] == []
     # The persist phase runs after the configure phase, also when it failed (the kernel may hold part of it).

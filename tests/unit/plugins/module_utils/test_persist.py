@@ -244,9 +244,10 @@ def test_tool_path_for_a_unit_line(tmp_path):
 
 
 def headers_written_by_the_collection():
-    from ansible_collections.lvs.nat.plugins.modules import ipvs_save, sysctl_forwarding
+    from ansible_collections.lvs.nat.plugins.module_utils import _ipvs_save
+    from ansible_collections.lvs.nat.plugins.modules import sysctl_forwarding
     sysctl, load = sysctl_forwarding.file_texts({"net.ipv4.ip_forward": "1"}, ["ip_vs"])
-    return [ipvs_save.HEADER + "--set 900 120 300\n", sysctl, load,
+    return [_ipvs_save.HEADER + "--set 900 120 300\n", sysctl, load,
             _persist.unit_text("gateway_route", "d", ["/sbin/ip route replace default via 192.0.2.1"], ["a.target"])]
 
 

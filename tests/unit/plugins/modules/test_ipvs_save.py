@@ -19,7 +19,7 @@ from ansible.module_utils.testing import patch_module_args
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _persist
+from ansible_collections.lvs.nat.plugins.module_utils import _ipvs, _ipvs_save, _persist
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput
 from ansible_collections.lvs.nat.plugins.modules import ipvs_save
 
@@ -42,8 +42,8 @@ def test_render_is_independent_of_the_kernels_listing_order():
     outputs = set()
     for order in itertools.permutations(table):
         reversed_dests = [dict(s, real_servers=s["real_servers"][::-1]) for s in order]
-        outputs.add(tuple(ipvs_save.render(list(order), TIMEOUTS)))
-        outputs.add(tuple(ipvs_save.render(reversed_dests, TIMEOUTS)))
+        outputs.add(tuple(_ipvs_save.render(list(order), TIMEOUTS)))
+        outputs.add(tuple(_ipvs_save.render(reversed_dests, TIMEOUTS)))
     assert len(outputs) == 1
     lines = outputs.pop()
     assert lines[0] == "--set 900 120 300"
@@ -64,7 +64,7 @@ KERNEL = [service(80, "198.51.100.101"), service(53, "198.51.100.101", protocol=
 
 
 def keys(table):
-    return sorted(ipvs_save.service_option(s) for s in table)
+    return sorted(_ipvs_save.service_option(s) for s in table)
 
 
 def params(**kw):
@@ -85,7 +85,7 @@ def params(**kw):
 def test_only_the_owned_services_are_saved(addresses, fwmarks, expected):
     selected = ipvs_save.check(params(addresses=addresses, fwmarks=fwmarks))
     assert keys(ipvs_save.owned(KERNEL, selected)) == expected
-    assert not any("198.51.100.99" in line for line in ipvs_save.render(ipvs_save.owned(KERNEL, selected), TIMEOUTS))
+    assert not any("198.51.100.99" in line for line in _ipvs_save.render(ipvs_save.owned(KERNEL, selected), TIMEOUTS))
 
 
 def test_without_a_selection_the_whole_table_is_saved():
@@ -206,21 +206,21 @@ def test_run_saves_the_owned_services_and_a_unit_that_restores_the_file(fake_ker
     assert r["changed"] and not os.path.exists(path) and not os.path.exists(unit_path)
     r = run(args)
     text = Path(path).read_text()
-    assert r["changed"] and text == ipvs_save.HEADER + "\n".join(r["rules"]) + "\n"
+    assert r["changed"] and text == _ipvs_save.HEADER + "\n".join(r["rules"]) + "\n"
     assert r["rules"][0] == "--set 900 120 300"
     assert "-A -t 198.51.100.10:80 -s wrr" in r["rules"] and "-A -f 7 -6 -s wrr" in r["rules"]
     assert not [line for line in r["rules"] if "198.51.100.99" in line or "-f 8" in line or "2001:db8::10" in line]
     # The saved services come back as data, in the file's order, without counters (the role's verify phase uses them).
     named = [(s["protocol"], s["address"], s["port"], s["fwmark"], s["family"]) for s in r["services"]]
     assert [line.split(" -s ")[0] for line in r["rules"] if line.startswith("-A ")] == [
-        "-A " + ipvs_save.service_option(s) for s in r["services"]]
+        "-A " + _ipvs_save.service_option(s) for s in r["services"]]
     assert ("tcp", VIP, 80, 0, "ipv4") in named and (None, None, None, 7, "ipv6") in named and len(named) == len(set(named))
     assert all("stats" not in s and all("active_conns" not in d for d in s["real_servers"]) for s in r["services"])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     unit = Path(unit_path).read_text()
     [exec_start] = unit_lines(unit, "ExecStart")
-    assert systemd_words(exec_start) == ["/bin/sh", "-c", ipvs_save.RESTORE_SCRIPT, path]
-    assert "ipvsadm-restore" not in unit and "-C" not in ipvs_save.RESTORE_SCRIPT
+    assert systemd_words(exec_start) == ["/bin/sh", "-c", _ipvs_save.RESTORE_SCRIPT, path]
+    assert "ipvsadm-restore" not in unit and "-C" not in _ipvs_save.RESTORE_SCRIPT
     assert unit_lines(unit, "Type") == ["oneshot"] and unit_lines(unit, "WantedBy") == ["multi-user.target"]
     assert os.path.islink(str(tmp_path / "system" / "multi-user.target.wants" / "lvs-nat-ipvs.service"))
     assert run(args)["changed"] is False
@@ -256,9 +256,9 @@ def test_any_path_is_refused_or_reaches_the_unit_as_exactly_one_word(value):
         except InvalidInput as e:
             assert str(e).startswith(option + " must be")
             continue
-        unit = _persist.unit_text("ipvs_save", "d", ipvs_save.restore_command(value), ["local-fs.target"])
+        unit = _persist.unit_text("ipvs_save", "d", _ipvs_save.restore_command(value), ["local-fs.target"])
         [exec_start] = unit_lines(unit, "ExecStart")
-        assert systemd_words(exec_start) == ["/bin/sh", "-c", ipvs_save.RESTORE_SCRIPT, value]
+        assert systemd_words(exec_start) == ["/bin/sh", "-c", _ipvs_save.RESTORE_SCRIPT, value]
         assert len(unit.splitlines()) == len(_persist.unit_text("ipvs_save", "d", "/bin/true", ["local-fs.target"])
                                              .splitlines())
         assert os.path.isabs(value) and "\n" not in value
@@ -399,7 +399,7 @@ def test_absent_removes_the_file_and_the_unit_without_reading_the_kernel(fake_ke
     fake_kernel.opened = []
     r = run(dict(args, state="absent"), check_mode=True)
     assert r["changed"] and path.exists() and unit_path.exists() and r["rules"] == []
-    assert [d["after"] for d in r["diff"]] == ["", ""] and r["diff"][0]["before"].startswith(ipvs_save.HEADER)
+    assert [d["after"] for d in r["diff"]] == ["", ""] and r["diff"][0]["before"].startswith(_ipvs_save.HEADER)
     r = run(dict(args, state="absent"))
     assert r["changed"] and not path.exists() and not unit_path.exists()
     assert not (tmp_path / "system" / "multi-user.target.wants" / "lvs-nat-ipvs.service").is_symlink()

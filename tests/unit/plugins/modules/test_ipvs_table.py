@@ -4,6 +4,7 @@ failures with a message (never a traceback), the rollback's account reaches the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import module_fakes
 import pytest
@@ -16,7 +17,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._errors import KernelError
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import IPVS_TABLE_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_names import KERNEL_TIMEOUTS, describe_op, describe_service, service_id
 from ansible_collections.lvs.nat.plugins.module_utils._persist import PersistError
-from ansible_collections.lvs.nat.plugins.modules import ipvs_info, ipvs_real_server, ipvs_service, ipvs_table
+from ansible_collections.lvs.nat.plugins.modules import ipvs_info, ipvs_real_server, ipvs_save, ipvs_service, ipvs_table
 
 VIP = "198.51.100.10"
 
@@ -467,3 +468,51 @@ def test_timeouts_are_set_in_the_same_run_as_ipvs_timeouts_sets_them(monkeypatch
     with pytest.raises(ipvs_table._ipvs_plan.InvalidInput, match=r"^timeouts\.tcp_fin=0 is out of range"):
         ipvs_table.run(bad)
     assert len(kernel.set) == 1
+
+
+# -- save: the listed services and the timeouts kept for the boot, in the run that reconciles them
+
+def save_args(tmp_path, **extra):
+    """VIP:80 edited, VIP:82 added, VIP:81 removed (owned), VIP:90 lvs-nat-healthd's (skipped), OTHER:80 another tool's."""
+    return dict({"services": [{"address": VIP, "port": 80, "scheduler": "wrr", "real_servers": ["198.51.100.101:80:3"]},
+                              {"address": VIP, "port": 82, "real_servers": ["198.51.100.102:8080"]}],
+                 "owned": {"addresses": [VIP], "path": str(tmp_path / "marks"), "skip": [{"address": VIP, "port": 90}]},
+                 "save": {"path": str(tmp_path / "ipvs.rules"), "unit_path": str(tmp_path / "lvs-nat-ipvs.service")}},
+                **extra)
+
+
+def test_save_writes_what_ipvs_save_writes_predicted_in_check_mode(monkeypatch, tmp_path, capsys):
+    """The saved file and unit of a run with save are, byte for byte, those lvs.nat.ipvs_save then writes for the same
+    services; check mode predicts the file and writes nothing; a second run changes nothing."""
+    kernel = module_fakes.TableSession([held(80), held(81), held(90), dict(held(80), address=OTHER)])
+    monkeypatch.setattr(_ipvs, "Session", kernel)
+    rules, unit = tmp_path / "ipvs.rules", tmp_path / "lvs-nat-ipvs.service"
+    checked = run(ipvs_table, save_args(tmp_path, _ansible_check_mode=True, _ansible_diff=True), capsys)
+    assert checked["changed"] and not rules.exists() and not unit.exists() and kernel.applied == []
+    predicted = next(d["after"] for d in checked["diff"][1:] if d["after_header"] == str(rules))
+    done = run(ipvs_table, save_args(tmp_path), capsys)
+    assert done["changed"] and done["saved"]["changed"] and rules.read_text() == predicted
+    assert [(s["port"], s["scheduler"]) for s in done["saved"]["services"]] == [(80, "wrr"), (82, "wlc")]
+    assert predicted.splitlines()[1:] == [
+        "--set 900 120 300",
+        "-A -t 198.51.100.10:80 -s wrr", "-a -t 198.51.100.10:80 -r 198.51.100.101:80 -m -w 3 -x 0 -y 0",
+        "-A -t 198.51.100.10:82 -s wlc", "-a -t 198.51.100.10:82 -r 198.51.100.102:8080 -m -w 1 -x 0 -y 0"]
+    again = run(ipvs_table, save_args(tmp_path), capsys)
+    assert not again["changed"] and not again["saved"]["changed"] and len(kernel.applied) == 1
+    by_save = {"path": str(tmp_path / "saved-by-ipvs_save"), "unit_path": str(tmp_path / "unit-by-ipvs_save")}
+    run(ipvs_save, dict(by_save, addresses=[VIP], skip=[{"address": VIP, "port": 90}]), capsys)
+    assert Path(by_save["path"]).read_text() == rules.read_text()
+    assert Path(by_save["unit_path"]).read_text() == unit.read_text().replace(str(rules), by_save["path"])
+
+
+def test_save_refuses_bad_paths_and_foreign_files_before_the_kernel_is_read(monkeypatch, tmp_path, capsys):
+    kernel = module_fakes.TableSession([held(80)])
+    monkeypatch.setattr(_ipvs, "Session", kernel)
+    bad = save_args(tmp_path)
+    bad["save"]["path"] = str(tmp_path / "a b")
+    result = run(ipvs_table, bad, capsys)
+    assert result["failed"] and result["msg"].startswith("save.path must be an absolute path"), result["msg"]
+    (tmp_path / "lvs-nat-ipvs.service").write_text("[Unit]\nDescription=someone else's\n")
+    result = run(ipvs_table, save_args(tmp_path), capsys)
+    assert result["failed"] and result["msg"].startswith("save.unit_path: "), result["msg"]
+    assert kernel.opened == 0 and kernel.applied == [] and not (tmp_path / "ipvs.rules").exists()
