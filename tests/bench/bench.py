@@ -148,100 +148,102 @@ def ansiballz(name, args, tmp, module="lvs.nat.ipvs_table"):
     return path[0]
 
 
-def timed(command, setup, check=None):
-    """Median seconds of RUNS runs of command on the director, each after setup; check(summary) after each run."""
-    times = []
-    for _run in range(RUNS):
-        on("director", setup)
-        res = json.loads(on("director", f"python3 {REMOTE}/stopwatch.py {REMOTE}/out.json {command}"))
-        if res["rc"] != 0 or res.get("failed"):
-            raise SystemExit(f"bench: `{command}` failed: {res}")
-        if check and not check(res):
-            raise SystemExit(f"bench: `{command}` did something else than expected: {res}")
-        times.append(res["seconds"])
-    return statistics.median(times), times
+def once(command, setup, check=None):
+    """Seconds of one run of command on the director, after setup; check(summary) after it."""
+    on("director", setup)
+    res = json.loads(on("director", f"python3 {REMOTE}/stopwatch.py {REMOTE}/out.json {command}"))
+    if res["rc"] != 0 or res.get("failed"):
+        raise SystemExit(f"bench: `{command}` failed: {res}")
+    if check and not check(res):
+        raise SystemExit(f"bench: `{command}` did something else than expected: {res}")
+    return res["seconds"]
 
 
 def kernel_table():
     return sorted(on("director", "ipvsadm -Sn").splitlines())
 
 
-def floors(tmp):
-    """The least a module run costs on the director, timed as the module is: ping from its AnsiballZ file, and
-    python3 importing pyroute2 (every IPVS module does; about 1.5 s of the emulated guest's time)."""
-    say("floors: ansible.builtin.ping from its AnsiballZ file, python3 -c 'import pyroute2', python3 -c pass")
-    ping = ansiballz("ping", {"data": "pong"}, tmp, module="ansible.builtin.ping")
-    return {"ping": timed(f"/usr/bin/python3 {ping}", "true")[0],
-            "pyroute2": timed("/usr/bin/python3 -c 'import pyroute2'", "true")[0],
-            "python": timed("/usr/bin/python3 -c pass", "true")[0]}
-
-
 def reconcile(rows, tmp):
+    """Figures 0-4. RUNS rounds, each timing every command once (the floors, then for each size ipvsadm-restore, the
+    module from empty and its no-op; at 10,000 also the no-op with dicts and the small change): a slower or faster
+    stretch of the emulated director weighs on every figure and its baseline alike. Each figure is the median of its
+    RUNS times; a scaling figure is the median of the rounds' own differences between two sizes."""
     on("director", f"mkdir -p {REMOTE}")
     put(f"{REMOTE}/stopwatch.py", (HERE / "stopwatch.py").read_text())
-    floor = floors(tmp)
-    base = floor["ping"] + floor["pyroute2"]
-    say(f"  ping {floor['ping']:.3f} s + import pyroute2 {floor['pyroute2']:.3f} s = floor {base:.3f} s "
-        f"(python3 -c pass {floor['python']:.3f} s)")
-    results = {}
+    ping = ansiballz("ping", {"data": "pong"}, tmp, module="ansible.builtin.ping")
+    # What each round runs: (figure, command, setup, check), prepared once.
+    plan = [("ping", f"/usr/bin/python3 {ping}", "true", None),
+            ("pyroute2", "/usr/bin/python3 -c 'import pyroute2'", "true", None),
+            ("python", "/usr/bin/python3 -c pass", "true", None)]
+    # After these the first round reads the table the kernel holds: the module's from empty must be ipvsadm-restore's,
+    # the small change's the changed table's.
+    compare = {"change"}
     for n_services in SIZES:
         tab = table(n_services)
         n = ndests(tab)
-        say(f"reconcile: {n_services} services x 100 real servers = {n} destinations")
+        say(f"preparing {n_services} services x 100 real servers = {n} destinations")
         rules = f"{REMOTE}/table-{n}.rules"
         put(rules, restore_rules(tab))
         load = f"{FRESH} && ipvsadm-restore < {rules}"
-        restore, restore_runs = timed(f"ipvsadm-restore {rules}", FRESH)
-        expected = kernel_table()
-        assert len([line for line in expected if line.startswith("-a")]) == n
         az = ansiballz(f"full-{n}", module_args(tab), tmp)
-        empty, empty_runs = timed(f"/usr/bin/python3 {az}", FRESH,
-                                  lambda s, ops=n + n_services: s["changed"] and s["changes"] == ops)
-        assert kernel_table() == expected, "the module's table differs from ipvsadm-restore's"
-        noop, noop_runs = timed(f"/usr/bin/python3 {az}", load, lambda s: not s["changed"] and s["changes"] == 0)
-        results[n] = {"restore": restore, "empty": empty, "noop": noop}
-        say(f"  restore {fmt_runs(restore_runs)}, from empty {fmt_runs(empty_runs)}, no-op {fmt_runs(noop_runs)}")
+        plan += [((n, "restore"), f"ipvsadm-restore {rules}", FRESH, None),
+                 ((n, "empty"), f"/usr/bin/python3 {az}", FRESH, lambda s, ops=n + n_services: s["changed"] and s["changes"] == ops),
+                 ((n, "noop"), f"/usr/bin/python3 {az}", load, lambda s: not s["changed"] and s["changes"] == 0)]
+        compare |= {(n, "empty"), (n, "restore")}
         if n_services == 100:
             az_dicts = ansiballz(f"dicts-{n}", module_args(tab, form="dicts"), tmp)
-            results["noop_dicts"] = timed(f"/usr/bin/python3 {az_dicts}", load,
-                                          lambda s: not s["changed"] and s["changes"] == 0)[0]
             changed_tab, expected_ops = small_change(tab)
             az_change = ansiballz(f"change-{n}", module_args(changed_tab), tmp)
-            on("director", load)
-            change, change_runs = timed(f"/usr/bin/python3 {az_change}", load,
-                                        lambda s, kinds=expected_ops: s["changed"] and s["changes"] == 30 and sorted(s["kinds"]) == kinds)
-            after = kernel_table()
             put(f"{REMOTE}/changed.rules", restore_rules(changed_tab))
-            on("director", f"{FRESH} && ipvsadm-restore < {REMOTE}/changed.rules")
-            assert kernel_table() == after, "the small change left a table other than the declared one"
-            results["change"] = change
-            results["ansible_empty"] = through_ansible(f"full-{n}", tmp)
-            say(f"  small change {fmt_runs(change_runs)}, no-op with dicts {results['noop_dicts']:.3f} s")
-        on("director", f"rm -f {rules}")
+            plan += [("noop_dicts", f"/usr/bin/python3 {az_dicts}", load, lambda s: not s["changed"] and s["changes"] == 0),
+                     ("change", f"/usr/bin/python3 {az_change}", load,
+                      lambda s, kinds=expected_ops: s["changed"] and s["changes"] == 30 and sorted(s["kinds"]) == kinds)]
+    times = {figure: [] for figure, *_rest in plan}
+    held = {}
+    for attempt in range(RUNS):
+        say(f"reconcile: round {attempt + 1} of {RUNS} ({len(plan)} commands)")
+        for figure, command, setup, check in plan:
+            times[figure].append(once(command, setup, check))
+            if attempt == 0 and figure in compare:
+                held[figure] = kernel_table()
+        say("  " + ", ".join(f"{'/'.join(map(str, f)) if isinstance(f, tuple) else f} {t[-1]:.2f}" for f, t in times.items()))
+    for n in (ndests(table(n_services)) for n_services in SIZES):
+        assert held[n, "empty"] == held[n, "restore"], f"the module's table of {n} differs from ipvsadm-restore's"
+    on("director", f"{FRESH} && ipvsadm-restore < {REMOTE}/changed.rules")
+    assert kernel_table() == held["change"], "the small change left a table other than the declared one"
+    med = {figure: statistics.median(t) for figure, t in times.items()}
+    for figure, t in times.items():
+        say(f"  {figure}: {fmt_runs(t)}")
+    base = med["ping"] + med["pyroute2"]
+    ansible_empty = through_ansible("full-10000", tmp)
+    on("director", f"rm -f {REMOTE}/table-*.rules {REMOTE}/changed.rules")
     on("director", "ipvsadm -C")
-    r10k, r50k = results[10000], results[50000]
     rows += [
         ("0. floor: ansible.builtin.ping from its AnsiballZ file + python3 -c 'import pyroute2' "
-         f"({floor['ping']:.3f} s + {floor['pyroute2']:.3f} s)", base, "python3 -c pass", floor["python"], None),
-        ("1. reconcile from empty, 100 x 100 (10,000 destinations)", r10k["empty"], "ipvsadm-restore", r10k["restore"], 1.0),
-        ("1. the same", r10k["empty"], "floor", base, None),
-        ("2. no-op reconcile of the same table", r10k["noop"], "floor", base, 1.25),
-        ("2. the same", r10k["noop"], "ipvsadm-restore from empty", r10k["restore"], None),
-        ("2. the same, real servers as dicts instead of compact text", results["noop_dicts"], "floor", base, None),
-        ("3. small change: 10 weights, 10 added, 10 removed (30 operations sent)", results["change"], "floor", base, 1.5),
-        ("3. the same", results["change"], "ipvsadm-restore from empty", r10k["restore"], None),
+         f"({med['ping']:.3f} s + {med['pyroute2']:.3f} s)", base, "python3 -c pass", med["python"], None),
+        ("1. reconcile from empty, 100 x 100 (10,000 destinations)", med[10000, "empty"], "ipvsadm-restore",
+         med[10000, "restore"], 1.0),
+        ("1. the same", med[10000, "empty"], "floor", base, None),
+        ("2. no-op reconcile of the same table", med[10000, "noop"], "floor", base, 1.25),
+        ("2. the same", med[10000, "noop"], "ipvsadm-restore from empty", med[10000, "restore"], None),
+        ("2. the same, real servers as dicts instead of compact text", med["noop_dicts"], "floor", base, None),
+        ("3. small change: 10 weights, 10 added, 10 removed (30 operations sent)", med["change"], "floor", base, 1.5),
+        ("3. the same", med["change"], "ipvsadm-restore from empty", med[10000, "restore"], None),
     ]
     for what in ("empty", "noop", "restore"):
         # The cost of one more destination: the time added per destination from one size to the next, in
-        # microseconds (the fixed cost, the floor, drops out). Constant when the time grows linearly.
-        per = {(a, b): (results[b][what] - results[a][what]) / (b - a) * 1e6 for a, b in ((1000, 10000), (10000, 50000))}
+        # microseconds (the fixed cost, the floor, drops out), each round's own difference, the median of the rounds.
+        # Constant when the time grows linearly.
+        per = {(a, b): statistics.median((tb - ta) / (b - a) * 1e6 for ta, tb in zip(times[a, what], times[b, what]))
+               for a, b in ((1000, 10000), (10000, 50000))}
         label = {"empty": "reconcile from empty", "noop": "no-op reconcile", "restore": "ipvsadm-restore"}[what]
         rows.append((f"4. scaling, {label}: time per added destination from 10,000 to 50,000 (baseline: from 1,000 to "
                      f"10,000)", per[10000, 50000], "from 1,000 to 10,000", per[1000, 10000],
                      (0.8, 1.2) if what != "restore" else None, "µs"))
-    rows += [("1. (for reference) 50,000 destinations from empty", r50k["empty"], "ipvsadm-restore", r50k["restore"], None),
+    rows += [("1. (for reference) 50,000 destinations from empty", med[50000, "empty"], "ipvsadm-restore",
+              med[50000, "restore"], None),
              ("1. (for reference) 10,000 from empty through ansible-playbook (no pipelining), task wall time",
-              results["ansible_empty"], "ipvsadm-restore", r10k["restore"], None)]
+              ansible_empty, "ipvsadm-restore", med[10000, "restore"], None)]
 
 
 def fmt_runs(runs):
@@ -425,8 +427,10 @@ def report(rows, accel, guest, started, elapsed):
            f"Run of `./run bench` on {started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.0f} min. Machine: {cpu}, "
            f"{os.cpu_count()} cores, host kernel {platform.release()}. Director: QEMU guest, accelerator "
            f"**{accel.upper()}**, kernel {guest[0]}, {guest[1]} vCPU, {guest[2]} MiB. Each time is the median of "
-           f"{RUNS} runs (the no-op of lvs.nat.site: of 3; the data path: of {max(3, RUNS)} alternating runs per side); "
-           f"every ratio is against a baseline measured in the same run.", "",
+           f"{RUNS} runs, taken in {RUNS} rounds that each run every command of figures 0-4 once, so that a slower or "
+           "faster stretch of the emulated director weighs on a figure and its baseline alike (the no-op of "
+           f"lvs.nat.site: of 3 alternating runs; the data path: of {max(3, RUNS)} alternating runs per side); every "
+           "ratio is against a baseline measured in the same run.", "",
            "| figure | lvs.nat | baseline | baseline value | ratio | goal |", "| --- | --- | --- | --- | --- | --- |"]
     for name, value, base_name, base, goal, *unit in rows:
         unit = unit[0] if unit else "s"
