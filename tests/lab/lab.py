@@ -545,19 +545,22 @@ def restart_container(host: str) -> None:
     with step(f"rebooting container {host}"):
         podman("stop", "-t", "10", containers()[host][0])
         power_on(host)
-        # Back when its boot is over (running or degraded), as reboot_director waits: its SSH then answers. Right
-        # after the start, systemctl may not reach the new systemd yet (it printed nothing): ask again until it does.
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while True:
-            r = podman("exec", containers()[host][0], "systemctl", "is-system-running", "--wait",
-                       check=False, timeout=BOOT_TIMEOUT)
-            state = r.stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            if time.monotonic() > deadline:
-                raise LabError(f"{host}: its boot did not finish after the restart "
-                               f"(systemd: {state!r}; {r.stderr.strip()[-300:]!r})")
-            time.sleep(0.5)
+        wait_booted(host, time.monotonic() + BOOT_TIMEOUT)
+
+
+def wait_booted(host: str, deadline: float) -> None:
+    """Wait until a lab host's boot is over: systemd has started every unit of it (running, or degraded when one
+    failed, which the callers' own checks name). Right after a start, systemctl may not reach the new systemd yet (it
+    prints nothing, seen in a container): asked again every 0.5 s until it answers, up to deadline (monotonic)."""
+    while True:
+        wait = max(10, int(deadline - time.monotonic()))
+        r = exec_on(host, f"timeout {wait} systemctl is-system-running --wait", check=False, timeout=wait + 30)
+        state = r.stdout.strip()
+        if state in ("running", "degraded"):
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"{host}: its boot did not finish (systemd: {state!r}; {r.stderr.strip()[-300:]!r})")
+        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------- director guest
@@ -766,14 +769,8 @@ def reboot_director(host="director") -> None:
                 break
         else:
             raise LabError(f"the {g.name} guest did not come back within {BOOT_TIMEOUT}s")
-        # SSH answers before the boot is over: wait until systemd has started every unit of the boot (the state is
-        # then running, or degraded when one failed, which the callers' own checks name).
-        wait = max(10, int(deadline - time.monotonic()))
-        proc = run([*ssh_argv(host=g.name), f"timeout {wait} systemctl is-system-running --wait"], check=False,
-                   timeout=wait + 30)
-        if proc.stdout.strip() not in ("running", "degraded"):
-            raise LabError(f"the {g.name} guest's boot did not finish within {BOOT_TIMEOUT}s: "
-                           f"{proc.stdout.strip()!r} {proc.stderr.strip()[-500:]}")
+        # SSH answers before the boot is over.
+        wait_booted(g.name, deadline)
 
 
 # ---------------------------------------------------------------- running commands on lab hosts
