@@ -19,7 +19,9 @@ description:
     of added, so restarting the unit on a running director succeeds.
   - A line that fails is logged (C(journalctl -u lvs-nat-ipvs.service)), the lines after it are still applied, and
     the unit then exits non-zero, so it shows in C(systemctl --failed).
-  - Run it after the tasks that change IPVS; the role C(lvs.nat.director) does, with its VIP and declared marks.
+  - Run it after the tasks that change IPVS. M(lvs.nat.ipvs_table) with O(lvs.nat.ipvs_table#module:save) writes the
+    same file and unit in the run that reconciles the table; the role C(lvs.nat.director) saves that way, and runs
+    this module (with its VIP and declared marks) only when that run did not happen or failed.
 author: lvs.nat maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
