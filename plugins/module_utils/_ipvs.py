@@ -654,6 +654,11 @@ class Session(object):
 
 # ---------------------------------------------------------------- the socket
 
+# Bytes read per datagram. The kernel fills a dump's datagrams up to 32 KiB at most (netlink_recvmsg caps
+# max_recvmsg_len there) and an ack or a refusal echoes one request; a larger buffer only costs an mmap per read.
+RECV_SIZE = 1 << 16
+
+
 class IPVS(object):
     """The IPVS generic netlink family on one socket."""
 
@@ -695,11 +700,19 @@ class IPVS(object):
         return self._seq, _HDR.pack(_HDR.size + len(payload), self.family, flags, self._seq, 0, cmd, 1, 0) + payload
 
     def _receive(self):
-        """What the kernel sends next (one recv). Raises _NoAnswer when nothing arrives within TIMEOUT seconds: a
-        blocking recv() would wait forever."""
-        if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
-            raise _NoAnswer()
-        return self._sock.recv(1 << 20)
+        """What the kernel sends next (one datagram). The kernel answers a request while it is sent, and fills a
+        dump's next part while the previous one is read, so the read is tried at once and select waits only when
+        nothing is there yet. Raises _NoAnswer when nothing arrives within TIMEOUT seconds (a blocking read would wait
+        forever), OSError EMSGSIZE for a datagram longer than RECV_SIZE."""
+        try:
+            data, _anc, flags, _addr = self._sock.recvmsg(RECV_SIZE, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if not select.select([self._sock], [], [], self.TIMEOUT)[0]:
+                raise _NoAnswer() from None
+            data, _anc, flags, _addr = self._sock.recvmsg(RECV_SIZE, 0, socket.MSG_DONTWAIT)
+        if flags & socket.MSG_TRUNC:
+            raise OSError(errno.EMSGSIZE, "an answer of the kernel longer than %d bytes" % RECV_SIZE)
+        return data
 
     def _replies(self):
         """Yield (seq, type, flags, body) for every netlink message the kernel sends back (_receive's _NoAnswer)."""

@@ -192,10 +192,8 @@ class FakeKernel:
             off += n
         return len(data)
 
-    def recv(self, size):
-        assert self.out, "recv() with nothing to read: a netlink socket would block here forever"
-        out, self.out = self.out, b""
-        return out
+    def recvmsg(self, size, ancsize, flags):
+        return queued_datagram(self, size, flags)
 
     def ready(self):
         return bool(self.out)
@@ -235,6 +233,16 @@ class FakeKernel:
 
     def snapshot(self):
         return dict((k, (dict(s), dict(d))) for k, (s, d) in self.table.items())
+
+
+def queued_datagram(sock, size, flags):
+    """recvmsg of a fake socket: what sock.out holds as one datagram; without a wait (MSG_DONTWAIT), nothing queued
+    is EAGAIN, as the kernel answers; a datagram longer than size is cut and flagged (MSG_TRUNC)."""
+    assert flags == socket.MSG_DONTWAIT, "a read without MSG_DONTWAIT: a netlink socket would block here forever"
+    if not sock.out:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    out, sock.out = sock.out, b""
+    return out[:size], [], socket.MSG_TRUNC if len(out) > size else 0, None
 
 
 @pytest.fixture
@@ -387,10 +395,8 @@ class Replying:
         self.out += answer
         return len(data)
 
-    def recv(self, size):
-        assert self.out, "recv() with nothing to read: a netlink socket would block here forever"
-        out, self.out = self.out, b""
-        return out
+    def recvmsg(self, size, ancsize, flags):
+        return queued_datagram(self, size, flags)
 
     def ready(self):
         return bool(self.out)
@@ -422,6 +428,31 @@ def test_every_kernel_error_of_a_read_is_a_message_naming_it(fake_ipvs, read, wh
     assert str(e.value) == "Failed to %s: %s" % (what, reason)
 
 
+def test_an_answer_already_there_is_read_without_select_and_a_late_one_is_waited_for(fake_ipvs, monkeypatch):
+    # The kernel answers while the request is sent: select() only when the read finds nothing (EAGAIN).
+    waits = []
+    kernel = FakeKernel()
+    ipvs = fake_ipvs(kernel)
+    ready = I.select.select
+    monkeypatch.setattr(I.select, "select", lambda *a: waits.append(a) or ready(*a))
+    load(ipvs, [svc(real_servers=[dest_of("198.51.100.101")])])
+    assert kernel.requests == [N.CMD_NEW_SERVICE, N.CMD_NEW_DEST] and kernel.acks_asked and waits == []
+    late = Replying(lambda seq: error_msg(seq, 0))
+    ipvs = fake_ipvs(late)
+    answer = []
+    monkeypatch.setattr(late, "send", lambda data: answer.append(error_msg(struct.unpack_from("=IHHI", data)[3], 0)) or len(data))
+    monkeypatch.setattr(I.select, "select", lambda r, w, x, t: waits.append(t) or late.__dict__.update(out=answer[0]) or (r, [], []))
+    ipvs.set_timeouts(1, 0, 0)
+    assert waits == [30]
+
+
+def test_an_answer_longer_than_the_buffer_is_an_error_not_a_cut_message(fake_ipvs):
+    big = Replying(lambda seq: struct.pack("=IHHIIBBH", I.RECV_SIZE + 20, 0x20, 0, seq, 0, N.CMD_GET_CONFIG, 1, 0) + bytes(I.RECV_SIZE))
+    with pytest.raises(I.IPVSError) as e:
+        fake_ipvs(big).timeouts()
+    assert str(e.value) == "Failed to read the IPVS timeouts: an answer of the kernel longer than 65536 bytes (errno %d)" % errno.EMSGSIZE
+
+
 def test_a_missing_service_reads_as_none_and_a_garbled_answer_is_named(fake_ipvs):
     assert fake_ipvs(Replying(lambda seq: error_msg(seq, errno.ESRCH))).service(svc()) is None
     garbled = Replying(lambda seq: struct.pack("=IHHIIBBH", 20, 0x20, 0, seq, 0, N.CMD_GET_CONFIG, 1, 0))
@@ -434,10 +465,10 @@ def test_lost_answers_are_reported_as_unknown_not_as_refusals(fake_ipvs):
     ipvs = fake_ipvs(kernel)
     load(ipvs, [svc(real_servers=[])])
 
-    def recv(size):
+    def recvmsg(size, ancsize, flags):
         raise OSError(errno.ENOBUFS, "No buffer space available")
 
-    kernel.recv = recv
+    kernel.recvmsg = recvmsg
     with pytest.raises(I.IPVSError) as e:
         ipvs.apply([(N.CMD_NEW_DEST, svc(), dest_of("198.51.100.101"))])
     assert str(e.value).startswith("Failed to add real server 198.51.100.101:80 to TCP 198.51.100.10:80: the answers were lost "
