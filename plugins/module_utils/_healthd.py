@@ -8,8 +8,10 @@ declaration and health, through the collection's own planner (_ipvs_plan) and ke
 Runs on the director as `python3 /usr/lib/lvs-nat/lvs-nat-healthd` under systemd (Type=notify, watchdog). Python
 stdlib and pyroute2 only: nothing from ansible. One asyncio loop; every service checks all its real servers
 concurrently at start + k * interval, then reconciles that service alone (one service read from the kernel, ops
-applied only when the plan has some). Kernel I/O runs in one worker thread: pyroute2's sockets run their own event
-loop, which cannot start inside a running one. SIGHUP reloads the config (an invalid one is logged and the old one
+applied only when the plan has some). The kernel session is opened and closed in a worker thread: pyroute2 runs its
+own event loop there, which cannot start inside a running one. The reads and writes are the collection's own
+send and recv on that socket, which the kernel answers while the request is sent: they run on the loop's thread (a
+thread handoff each cost the daemon more than the read itself). SIGHUP reloads the config (an invalid one is logged and the old one
 kept); SIGTERM and SIGINT end the daemon without touching the kernel. The state file (/run/lvs-nat/health.json) is
 written when something in it changes other than counters, or every HEARTBEAT seconds.
 """
@@ -387,7 +389,7 @@ class Runner(object):
         self.rounds = 0
         self.progress = time.monotonic()
         # Whether a tracker changed something the state file holds (all but the counters) since the daemon last
-        # compared its state (main thread only); the sorry server's use the daemon compares itself (kernel thread).
+        # compared its state; the sorry server's use (set by reconcile) the daemon compares itself (sorry_seen).
         self.dirty = True
         self.sorry_seen = None
         # (health, (entry, active, precheck_table([entry]), schedulers)): what the kernel must hold for that health,
@@ -427,7 +429,7 @@ class Runner(object):
         return flipped
 
     def reconcile(self, session):
-        """Make the kernel's entry of this service what declaration and health ask (kernel thread). The ops."""
+        """Make the kernel's entry of this service what declaration and health ask. The ops."""
         current = session.service(self.key, counters=False)
         entry, active, parsed, schedulers = self.wanted()
         held = [current] if current else []
@@ -500,6 +502,7 @@ class Daemon(object):
             return load_config(fh.read())
 
     async def kernel(self, fn, *args):
+        """fn(*args) in the worker thread: opening and closing the session (pyroute2's own event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def setup(self, doc=None):
@@ -523,7 +526,7 @@ class Daemon(object):
             missing = [d for d in svc["real_servers"] if (d["address"], d["port"]) not in carried]
             runner = Runner(svc, carried)
             if missing:
-                current = await self.kernel(self.session.service, runner.key, False)
+                current = self.session.service(runner.key, False)
                 fresh = initial_trackers(svc, self.previous, current, self.clock(), optimistic)
                 carried.update((rid, fresh[rid]) for rid in fresh if rid not in carried)
             runner.trackers = dict(((d["address"], d["port"]), carried[(d["address"], d["port"])])
@@ -539,7 +542,7 @@ class Daemon(object):
         """Check runner's real servers, reconcile its service, then the state file (and READY) when due."""
         await runner.check_round(self.clock)
         try:
-            await self.kernel(runner.reconcile, self.session)
+            runner.reconcile(self.session)
         except LvsNatError as e:
             log("%s: %s" % (runner.name, e), 3)
         runner.rounds += 1

@@ -593,6 +593,33 @@ def test_the_kernel_is_compared_every_round_and_the_wanted_entry_made_only_when_
     asyncio.run(scenario())
 
 
+def test_the_session_opens_in_the_worker_thread_and_is_read_and_written_on_the_loops(tmp_path, web):
+    # pyroute2 runs its own event loop to open the socket: not inside the daemon's. The reads and writes are the
+    # collection's own send and recv, answered at once: on the loop's thread, without a thread handoff each.
+    good, gone = web(), web()
+    config(tmp_path, [dict(address="127.0.0.1", port=good.port, weight=1),
+                      dict(address="127.0.0.1", port=gone.port, weight=1)], fall=1)
+    kernel = TableSession([kernel_service({good.port: 1, gone.port: 1})])
+    threads = []
+    for name in ("service", "apply"):
+        method = getattr(kernel, name)
+        setattr(kernel, name, lambda *a, _m=method, _n=name, **k: threads.append((_n, threading.get_ident())) or _m(*a, **k))
+    d = _healthd.Daemon(str(tmp_path / "director.json"), str(tmp_path / "health.json"), notifier=Notes(),
+                        clock=Clock(), session_factory=lambda: threads.append(("open", threading.get_ident())) or kernel)
+
+    async def scenario():
+        await d.setup()
+        gone.close()
+        await d.round(d.runners[0])
+
+    asyncio.run(scenario())
+    d._executor.shutdown()
+    assert held(kernel) == {good.port: 1}
+    main = threading.get_ident()
+    assert [name for name, _t in threads] == ["open", "service", "service", "apply"]  # setup reads it too
+    assert threads[0][1] != main and set(t for _n, t in threads[1:]) == {main}, threads
+
+
 def test_the_sorry_server_taking_over_is_written_to_the_state_file_and_the_status(tmp_path, web):
     up, down = web(), web()
     svc = dict(protocol="tcp", address=VIP, port=80, scheduler="wrr", quorum=2, sorry_server="127.0.0.2:8080",
