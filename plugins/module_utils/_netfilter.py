@@ -46,6 +46,10 @@ DEFAULT_BURST = 5
 # Full matches, ASCII only: a value that reaches nft or iptables-restore text is one token there, and a trailing
 # newline or a non-ASCII digit never passes (re.match with `$` let "eth0\n" through and split a rule in two).
 _RATE = re.compile(r"([0-9]{1,10})/(second|minute|hour|day)", re.ASCII)
+# What both backends take: nft refuses a rate of 0 (the kernel: Invalid argument) and iptables' hashlimit one above
+# 1,000,000 a second ("Rate too fast"; 60,000,000 a minute, 3,600,000,000 an hour), both found on Debian 12.
+MAX_RATE_PER_SECOND = 1000000
+RATE_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 # The kernel's own limits (dev_valid_name): at most 15 bytes; no whitespace or '/'; never "." or "..".
 _COMMENT = re.compile(r"[A-Za-z0-9 _.,:/=+-]{1,64}", re.ASCII)
 _DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
@@ -135,9 +139,15 @@ def _interface(where, value):
 
 
 def _rate(where, value):
-    if not _RATE.fullmatch(_string(where, value)):
+    match = _RATE.fullmatch(_string(where, value))
+    if not match:
         raise NetfilterError("%s=%r must look like 20/second (ASCII digits, per second, minute, hour or day)" % (
             where, value))
+    count, unit = int(match.group(1)), match.group(2)
+    if not 1 <= count <= MAX_RATE_PER_SECOND * RATE_UNIT_SECONDS[unit]:
+        raise NetfilterError("%s=%s is out of range: it must be between 1 and %d per %s (nft refuses 0, iptables' "
+                             "hashlimit more than %d a second)" % (
+                                 where, value, MAX_RATE_PER_SECOND * RATE_UNIT_SECONDS[unit], unit, MAX_RATE_PER_SECOND))
     return value
 
 

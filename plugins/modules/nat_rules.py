@@ -98,6 +98,8 @@ options:
         description:
           - Allowed new connections per source, such as V(20/second) (V(rate_limit)).
           - ASCII digits, a slash, then V(second), V(minute), V(hour) or V(day).
+          - At least 1 and at most 1,000,000 a second (V(60000000/minute), V(3600000000/hour)), what both backends
+            take; nft refuses 0 and iptables' hashlimit a faster rate.
         type: str
       burst:
         description: Connections allowed above the rate in a burst (V(rate_limit)), 1 to 10000; 5 when omitted.

@@ -209,6 +209,10 @@ BAD = [
     ("extra rule incomplete", {"director_nat_rules": [{"type": "snat"}]}, "director_nat_rules[0].to_source is required"),
     ("extra rule interface with a newline", {"director_nat_rules": [{"type": "masquerade", "out_interface": "eth0\n"}]},
      "director_nat_rules[0].out_interface="),
+    # nft refused a rate of 0 on the director, after sysctl_forwarding had changed it.
+    ("extra rule rate zero", {"director_nat_rules": [{"type": "rate_limit", "destination": "198.51.100.10",
+                                                      "rate": "0/second"}]},
+     "director_nat_rules[0].rate=0/second is out of range"),
     ("netfilter backend unknown", {"director_nat_backend": "pf"}, "director_nat_backend must be one of"),
     ("purge not a boolean", {"director_purge_real_servers": "sometimes"}, "director_purge_real_servers"),
     ("pyroute2 with pip options", {"director_pyroute2": "pyroute2==0.9.7 --index-url=http://x"}, "director_pyroute2 must be"),

@@ -148,6 +148,21 @@ def _spliced(valid):
                                       st.integers(0, 70)))
 
 
+@pytest.mark.parametrize("rate", ["0/second", "0/day", "1000001/second", "60000001/minute", "3600000001/hour"])
+def test_a_rate_a_backend_refuses_is_refused_here(rate):
+    # nft refuses 0 (Invalid argument), iptables' hashlimit more than 1,000,000 a second (Rate too fast): on the
+    # director, after the tasks before nat_rules had changed it.
+    assert refused([{"type": "masquerade"}, {"type": "rate_limit", "destination": "198.51.100.10", "rate": rate}]) == (
+        "rules[1].rate=%s is out of range: it must be between 1 and %d per %s (nft refuses 0, iptables' hashlimit "
+        "more than 1000000 a second)" % (rate, 1000000 * N.RATE_UNIT_SECONDS[rate.split("/")[1]], rate.split("/")[1]))
+
+
+@pytest.mark.parametrize("rate", ["1/second", "1000000/second", "60000000/minute", "3600000000/hour", "9999999999/day"])
+def test_the_largest_rates_both_backends_take_are_rendered(rate):
+    [r] = N.normalise_rules([{"type": "rate_limit", "destination": "198.51.100.10", "rate": rate}])
+    assert "limit rate over %s" % rate in N.nft_rule(r, 0)
+
+
 def _network():
     return st.builds(lambda a, p: str(ipaddress.ip_interface("%s/%d" % (a, p)).network), st.ip_addresses(v=4),
                      st.integers(0, 32))
