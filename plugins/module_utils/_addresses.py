@@ -33,9 +33,11 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import _show
 
 # What the kernel takes (dev_valid_name: 1 to 15 bytes, not "." or "..", no '/', ':' or whitespace), narrowed to what
 # every program the collection writes a name for reads as one plain token: no '@' (keepalived reads a line starting
-# with '@' as conditional configuration) and nothing outside ASCII letters, digits and _ . + -. Full match, ASCII only.
-_IFNAME = re.compile(r"[A-Za-z0-9_.+-]{1,15}", re.ASCII)
-IFNAME_RULE = "1 to 15 ASCII letters, digits and _ . + - (not . or ..)"
+# with '@' as conditional configuration) and nothing outside ASCII letters, digits and _ . + -; never ending in '+',
+# which iptables reads as a wildcard (eth+: every eth*) and nft, keepalived and ip as the name itself. Full match,
+# ASCII only.
+_IFNAME = re.compile(r"[A-Za-z0-9_.+-]{0,14}[A-Za-z0-9_.-]", re.ASCII)
+IFNAME_RULE = "1 to 15 ASCII letters, digits and _ . + - (not . or .., no final +: a wildcard to iptables)"
 
 
 def is_interface_name(value):

@@ -53,7 +53,7 @@ options:
   interface:
     description:
       - The interface towards the director; the kernel picks it from O(gateway) when omitted.
-      - A kernel interface name, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
+      - A kernel interface name, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..), not ending in C(+), which iptables reads as a wildcard).
     type: str
   runtime:
     description: Change the routes in the running kernel.

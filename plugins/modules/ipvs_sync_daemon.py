@@ -56,7 +56,7 @@ options:
       interface:
         description:
           - The interface the daemon sends or receives on, an existing interface of the host; 1 to 15 ASCII letters,
-            digits and C(_ . + -).
+            digits and C(_ . + -), not ending in C(+) (iptables reads that as a wildcard).
           - Its address is the source of the master's packets; start the daemons after the interface has its address.
         type: str
         required: true

@@ -102,7 +102,7 @@ options:
       interface:
         description:
           - The interface the instance runs on and the floating address is added to; a kernel interface name, 1 to 15
-            ASCII letters, digits and C(_ . + -).
+            ASCII letters, digits and C(_ . + -), not ending in C(+) (iptables reads that as a wildcard).
         type: str
         required: true
       vrid:

@@ -73,10 +73,14 @@ options:
         description: Destination port, 1 to 65535; an integer or a string of ASCII digits.
         type: raw
       in_interface:
-        description: Incoming interface, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
+        description:
+          - Incoming interface, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
+          - Not ending in C(+), which iptables reads as a wildcard.
         type: str
       out_interface:
-        description: Outgoing interface, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
+        description:
+          - Outgoing interface, 1 to 15 ASCII letters, digits and C(_ . + -) (not V(.) or V(..)).
+          - Not ending in C(+), which iptables reads as a wildcard.
         type: str
       to_source:
         description: Source address to write (V(snat)).

@@ -28,10 +28,11 @@ def test_an_interface_name_is_refused_naming_the_option_or_is_one_plain_token(va
     problem = A.interface_problem(value, "rules[3].in_interface")
     if problem:
         assert problem.startswith("rules[3].in_interface=") and "is not an interface name" in problem
-        assert not A.is_interface_name(value) and len(problem) < 200
+        assert not A.is_interface_name(value) and len(problem) < 250  # the value cut at 80 characters, the rule
         return
     assert A.is_interface_name(value)
     assert re.fullmatch(r"[A-Za-z0-9_.+-]{1,15}", value, re.ASCII) and value not in (".", "..")
+    assert not value.endswith("+")  # iptables reads eth+ as every eth*; nft and keepalived as the name
 
 
 def _keepalived_check(name):
@@ -71,6 +72,7 @@ def _raise(problems):
     "eth0.10@eth0",  # as `ip link` shows a VLAN: the name is eth0.10; '@' starts keepalived's conditional config
     "eth0:1",  # an address label, never an interface name (the kernel refuses ':')
     "..", "eth0\n", "e" * 16, "eth 0", "ethé",
+    "eth+",  # iptables: every interface whose name starts with eth; nft, keepalived and ip: the name eth+
 ])
 def test_every_caller_refuses_what_the_one_check_refuses_naming_its_option(caller, name):
     check, option = CALLERS[caller]
