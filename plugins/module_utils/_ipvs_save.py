@@ -78,6 +78,12 @@ def render(table, timeouts):
     return lines
 
 
+def path_problems(path, unit_path, options=("path", "unit_path")):
+    """What is wrong with the saved file's path and its unit's (options name them): [] when systemd and sh take each
+    as one word."""
+    return [m for m in (_persist.path_problem(value, option) for option, value in zip(options, (path, unit_path))) if m]
+
+
 def owned_files(path, unit_path, lines, options=("path", "unit_path")):
     """The saved file holding lines (None: absent) and its boot unit, as _persist.Owned (reads, changes nothing);
     options name path and unit_path in errors."""

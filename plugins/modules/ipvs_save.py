@@ -158,6 +158,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
 )
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_save import (
     owned_files,
+    path_problems,
     render,
     service_order,
 )
@@ -196,10 +197,9 @@ def build_module():
 def check(params):
     """Every option checked before anything is read or changed (check mode too); the owned selection (skip is
     checked by owned_keys)."""
-    for option in ("path", "unit_path"):
-        problem = _persist.path_problem(params[option], option)
-        if problem:
-            raise InvalidInput(problem)
+    problems = path_problems(params["path"], params["unit_path"])
+    if problems:
+        raise InvalidInput("; ".join(problems))
     return selection(params)
 
 

@@ -526,8 +526,8 @@ def checked_save(save):
     if save is None:
         return None
     options = (("save.path", save["path"]), ("save.unit_path", save["unit_path"]))
-    problems = [_persist.path_problem(path, option) for option, path in options]
-    problems = [m for m in problems if m] or _persist.foreign_problems(options)
+    problems = _ipvs_save.path_problems(save["path"], save["unit_path"], [o for o, _p in options]) or \
+        _persist.foreign_problems(options)
     if problems:
         raise _persist.PersistError("; ".join(problems))
     return save
