@@ -372,6 +372,13 @@ def _sysctl_settings(settings, errors):
     return settings
 
 
+def sysctl_paths(settings):
+    """[key, its /proc/sys path, the kernel module it needs or None] of each key of director_sysctl (checked): what the
+    install phase's probe looks for on the director before any package is installed. A key of a module not loaded
+    yet cannot be looked for there; sysctl_forwarding loads the module and checks it before it writes any key."""
+    return [[key, _sysctl.proc_path(key), _sysctl.module_for(key)] for key in settings]
+
+
 def _timeouts(timeouts, errors):
     checked, problems = _validate(IPVS_TIMEOUTS_SPEC, timeouts, "director_timeouts")
     errors.add(problems)
@@ -663,10 +670,11 @@ def _ha_module_checks(me, plan, errors):
 
 
 def director_plan(role_vars, groups=None, hostvars=None):
-    """The director role's variables -> dict(services, table, checked, skip, nat_rules, sysctl, timeouts, ha, errors)."""
+    """The director role's variables -> dict(services, table, checked, skip, nat_rules, sysctl, sysctl_paths, timeouts, ha,
+    errors)."""
     errors = _Errors()
     if not isinstance(role_vars, dict):
-        return dict(services=[], table=[], checked=[], skip=[], nat_rules=[], sysctl={}, timeouts={}, ha={},
+        return dict(services=[], table=[], checked=[], skip=[], nat_rules=[], sysctl={}, sysctl_paths=[], timeouts={}, ha={},
                     errors=["director_plan takes a mapping of the role's variables, not %s" % _show(role_vars)])
     hostvars = hostvars if hostvars is not None else {}
     services = _services(role_vars, groups, hostvars, errors)
@@ -682,7 +690,7 @@ def director_plan(role_vars, groups=None, hostvars=None):
     skip = [dict((k, svc[k]) for k in ("protocol", "address", "port", "fwmark", "family") if svc.get(k) is not None)
             for svc in checked]
     return dict(services=services, table=table, checked=checked, skip=skip, nat_rules=nat_rules, sysctl=sysctl,
-                timeouts=timeouts, ha=ha, errors=list(errors))
+                sysctl_paths=sysctl_paths(sysctl) if not errors else [], timeouts=timeouts, ha=ha, errors=list(errors))
 
 
 # ---------------------------------------------------------------- the role's verify phase (lvs.nat.director_differences)

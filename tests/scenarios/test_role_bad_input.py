@@ -78,6 +78,10 @@ CASES = [
      "director_outbound_interface: out_interface="),
     ("bad director_sysctl key", dict(services(), director_sysctl={"kernel.panic": 1, "net.ipv4.tcp_tw_reuse": 0}),
      "director_sysctl['kernel.panic']: "),
+    # Only the director's kernel knows its keys: the preflight's probe looks for them (it failed in the configure phase,
+    # after packages were installed and while the real servers' play went on).
+    ("misspelt director_sysctl key", dict(services(), director_sysctl={"net.ipv4.tcp_fin_timout": 30}),
+     "has no parameter net.ipv4.tcp_fin_timout (nothing was installed or changed)"),
     ("forwarding key with a newline", dict(services(), director_sysctl={"net.ipv4.ip_forward\n": 0}),
      "director_sysctl['net.ipv4.ip_forward\\n']: "),
     ("timeout out of range", dict(services(), director_timeouts={"tcp": 0, "tcp_fin": 60, "udp": 120}),

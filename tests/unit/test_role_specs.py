@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import harness
@@ -198,3 +200,30 @@ def test_site_targets_the_groups_its_variables_name(tmp_path):
     site = (ROOT / "playbooks" / "site.yml").read_text()
     assert "groups[lvs_nat_director_group | default('director')]" in site
     assert "groups[director_realservers_group | default('realservers')]" in site
+
+
+def test_the_preflight_probe_names_the_sysctl_keys_the_kernel_lacks():
+    """A misspelt key of director_sysctl passed the preflight (only the director's kernel knows its keys) and failed in
+    the configure phase, after the install phase had installed packages and site.yml's real server play went on. The
+    probe, in the preflight phase (site.yml's first play, any_errors_fatal), looks for each key's /proc/sys path (a
+    key of a kernel module not loaded is left to sysctl_forwarding, which loads it first) and the assert after it
+    stops the run. The probe's script runs here, on this host's kernel."""
+    from ansible_collections.lvs.nat.plugins.filter.director import sysctl_paths
+
+    tasks = load(ROLES / "director" / "tasks" / "preflight.yml")
+    (probe,) = [t for t in tasks if "ansible.builtin.raw" in t]
+    assert "_director_plan.sysctl_paths | to_json | quote" in probe["ansible.builtin.raw"]
+    keys = {"net.ipv4.tcp_fin_timeout": 30, "net.ipv4.tcp_fin_timout": 30, "net.ipv4.vs.conntrack": 1}
+    assert Path("/proc/sys/net/ipv4/tcp_fin_timeout").exists() and not Path("/sys/module/ip_vs").exists()
+    proc = subprocess.run([sys.executable, "-c", probe["vars"]["_director_probe_script"], json.dumps(sysctl_paths(keys))],
+                          capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(proc.stdout)["sysctl_missing"] == ["net.ipv4.tcp_fin_timout"]
+    names = [t["name"] for t in tasks]
+    assert names.index("Every role variable is valid") < names.index(probe["name"]) < names.index(
+        "The kernel has every parameter of director_sysctl")
+    assert all(t.get("tags") == ["always"] for t in tasks)
+    assert [name for name, t in role_tasks("director") if "_director_probe_script" in t.get("vars", {})] == [
+        "preflight.yml"]  # the one probe
+    first = load(ROOT / "playbooks" / "site.yml")[0]
+    assert first["any_errors_fatal"] is True
+    assert first["tasks"][0]["ansible.builtin.include_role"] == {"name": "lvs.nat.director", "tasks_from": "preflight"}
