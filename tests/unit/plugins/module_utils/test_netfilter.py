@@ -163,6 +163,34 @@ def test_the_largest_rates_both_backends_take_are_rendered(rate):
     assert "limit rate over %s" % rate in N.nft_rule(r, 0)
 
 
+class Refusing:
+    """A module whose tools all fail as nft does on a rule it refuses."""
+
+    def __init__(self):
+        self.calls = []
+
+    def get_bin_path(self, name, opt_dirs=()):
+        return "/usr/sbin/" + name
+
+    def run_command(self, argv, data=None, **kwargs):
+        self.calls.append(argv)
+        return 1, "", "Error: Could not process rule: Invalid argument\n"
+
+
+@pytest.mark.parametrize("backend, checked", [(N.Nftables, ["/usr/sbin/nft", "-c", "-f", "-"]),
+                                              (N.Iptables, ["/usr/sbin/iptables-restore", "-w", "--noflush", "--test"])])
+def test_a_rule_the_tool_refuses_in_its_dry_run_is_never_applied(backend, checked):
+    # The tool's own dry run (nft -c, iptables-restore --test) first: its refusal is the task's failure with the
+    # tool's words, and the rules are never fed to it for real.
+    module = Refusing()
+    with pytest.raises(N.NetfilterError) as e:
+        backend(module).replace(N.normalise_rules([{"type": "masquerade"}]), False)
+    assert str(e.value) == "%s refused the rules (%s, rc=1): Error: Could not process rule: Invalid argument" % (
+        backend.name, " ".join(checked).replace("/usr/sbin/", ""))
+    assert module.calls[-1] == checked and [a for a in checked if a not in ("-c", "--test")] not in module.calls
+    assert e.value.details["rc"] == 1
+
+
 def _network():
     return st.builds(lambda a, p: str(ipaddress.ip_interface("%s/%d" % (a, p)).network), st.ip_addresses(v=4),
                      st.integers(0, 32))
