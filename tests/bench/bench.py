@@ -14,7 +14,8 @@ line that ends the generated part).
 6    requests per second from the client to the VIP through IPVS NAT, against a plain nftables DNAT rule on the same
      director to the same real servers.
 
-Settings: LVSNAT_BENCH_RUNS (default 7), LVSNAT_BENCH_SECONDS (data path, per run, default 10).
+Settings: LVSNAT_BENCH_RUNS (default 7), LVSNAT_BENCH_SMALL_RUNS (the floors and the 1,000 and 10,000 runs of figures
+1-4, default 21), LVSNAT_BENCH_SECONDS (data path, per run, default 10).
 Run by `./run bench`, which puts tests/ and tests/lab on PYTHONPATH (for harness and lab)."""
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 RUNS = int(os.environ.get("LVSNAT_BENCH_RUNS", "7"))
+# Rounds for the floors and the 1,000 and 10,000 runs (restore, from empty, no-op), which take 1-4 s each: from 1,000 to
+# 10,000 the time grows by 0.45-0.9 s only, while one run of the same command varies by 0.3-0.5 s on the emulated
+# director (the no-op's 1,000 to 10,000 cost per destination came out 72, 61 and 50 µs in three runs of the same code,
+# its 10,000 to 50,000 cost 67, 63 and 68 µs: 2026-12-04). The 50,000 runs (6-17 s each, plus a 17 s restore before
+# each no-op) and the dicts and small-change runs keep RUNS rounds.
+SMALL_RUNS = max(RUNS, int(os.environ.get("LVSNAT_BENCH_SMALL_RUNS", str(3 * RUNS))))
 SECONDS = float(os.environ.get("LVSNAT_BENCH_SECONDS", "10"))
 # Connections at a time in the data path: more saturates the emulated guest, whose virtio NIC then stops
 # transmitting (seen here under TCG: "virtio_net eth2: TX timeout on queue 0" and no recovery until a reboot).
@@ -164,10 +171,11 @@ def kernel_table():
 
 
 def reconcile(rows, tmp):
-    """Figures 0-4. RUNS rounds, each timing every command once (the floors, then for each size ipvsadm-restore, the
-    module from empty and its no-op; at 10,000 also the no-op with dicts and the small change): a slower or faster
-    stretch of the emulated director weighs on every figure and its baseline alike. Each figure is the median of its
-    RUNS times; a scaling figure is the difference between the fastest runs of two sizes (see below)."""
+    """Figures 0-4. SMALL_RUNS rounds, each timing every command once (the floors, then for each size ipvsadm-restore,
+    the module from empty and its no-op; at 10,000 also the no-op with dicts and the small change), the commands of
+    50,000 and the dicts and small-change ones in the first RUNS rounds only: a slower or faster stretch of the
+    emulated director weighs on every figure and its baseline alike. Each figure is the median of its times; a scaling
+    figure is the difference between the fastest runs of two sizes (see below)."""
     on("director", f"mkdir -p {REMOTE}")
     put(f"{REMOTE}/stopwatch.py", (HERE / "stopwatch.py").read_text())
     ping = ansiballz("ping", {"data": "pong"}, tmp, module="ansible.builtin.ping")
@@ -175,6 +183,7 @@ def reconcile(rows, tmp):
     plan = [("ping", f"/usr/bin/python3 {ping}", "true", None),
             ("pyroute2", "/usr/bin/python3 -c 'import pyroute2'", "true", None),
             ("python", "/usr/bin/python3 -c pass", "true", None)]
+    few = set()  # the figures timed in the first RUNS rounds only
     # After these the first round reads the table the kernel holds: the module's from empty must be ipvsadm-restore's,
     # the small change's the changed table's.
     compare = {"change"}
@@ -190,6 +199,8 @@ def reconcile(rows, tmp):
                  ((n, "empty"), f"/usr/bin/python3 {az}", FRESH, lambda s, ops=n + n_services: s["changed"] and s["changes"] == ops),
                  ((n, "noop"), f"/usr/bin/python3 {az}", load, lambda s: not s["changed"] and s["changes"] == 0)]
         compare |= {(n, "empty"), (n, "restore")}
+        if n_services == SIZES[-1]:
+            few |= {(n, "restore"), (n, "empty"), (n, "noop")}
         if n_services == 100:
             az_dicts = ansiballz(f"dicts-{n}", module_args(tab, form="dicts"), tmp)
             changed_tab, expected_ops = small_change(tab)
@@ -198,15 +209,17 @@ def reconcile(rows, tmp):
             plan += [("noop_dicts", f"/usr/bin/python3 {az_dicts}", load, lambda s: not s["changed"] and s["changes"] == 0),
                      ("change", f"/usr/bin/python3 {az_change}", load,
                       lambda s, kinds=expected_ops: s["changed"] and s["changes"] == 30 and sorted(s["kinds"]) == kinds)]
+    few |= {"noop_dicts", "change"}
     times = {figure: [] for figure, *_rest in plan}
     held = {}
-    for attempt in range(RUNS):
-        say(f"reconcile: round {attempt + 1} of {RUNS} ({len(plan)} commands)")
-        for figure, command, setup, check in plan:
+    for attempt in range(SMALL_RUNS):
+        now = [entry for entry in plan if attempt < RUNS or entry[0] not in few]
+        say(f"reconcile: round {attempt + 1} of {SMALL_RUNS} ({len(now)} commands)")
+        for figure, command, setup, check in now:
             times[figure].append(once(command, setup, check))
             if attempt == 0 and figure in compare:
                 held[figure] = kernel_table()
-        say("  " + ", ".join(f"{'/'.join(map(str, f)) if isinstance(f, tuple) else f} {t[-1]:.2f}" for f, t in times.items()))
+        say("  " + ", ".join(f"{'/'.join(map(str, f)) if isinstance(f, tuple) else f} {times[f][-1]:.2f}" for f, *_r in now))
     for n in (ndests(table(n_services)) for n_services in SIZES):
         assert held[n, "empty"] == held[n, "restore"], f"the module's table of {n} differs from ipvsadm-restore's"
     on("director", f"{FRESH} && ipvsadm-restore < {REMOTE}/changed.rules")
@@ -243,10 +256,11 @@ def reconcile(rows, tmp):
                   for a, b in ((1000, 10000), (10000, 50000))}
         label = {"empty": "reconcile from empty", "noop": "no-op reconcile", "restore": "ipvsadm-restore"}[what]
         rows.append((f"4. scaling, {label}: time per added destination from 10,000 to 50,000 (baseline: from 1,000 to "
-                     f"10,000), from the fastest of the {RUNS} runs of each size", per[10000, 50000],
+                     f"10,000), from the fastest run of each size ({SMALL_RUNS} runs of 1,000 and 10,000, {RUNS} of "
+                     "50,000)", per[10000, 50000],
                      "from 1,000 to 10,000", per[1000, 10000], (0.8, 1.2) if what != "restore" else None, "µs"))
         if what != "restore":
-            rows.append((f"4. (for reference) the same, the median of the {RUNS} rounds' own differences",
+            rows.append(("4. (for reference) the same, the median of the rounds' own differences",
                          paired[10000, 50000], "from 1,000 to 10,000", paired[1000, 10000], None, "µs"))
     rows += [("1. (for reference) 50,000 destinations from empty", med[50000, "empty"], "ipvsadm-restore",
               med[50000, "restore"], None),
@@ -435,8 +449,9 @@ def report(rows, accel, guest, started, elapsed):
            f"Run of `./run bench` on {started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.0f} min. Machine: {cpu}, "
            f"{os.cpu_count()} cores, host kernel {platform.release()}. Director: QEMU guest, accelerator "
            f"**{accel.upper()}**, kernel {guest[0]}, {guest[1]} vCPU, {guest[2]} MiB. Each time is the median of "
-           f"{RUNS} runs, taken in {RUNS} rounds that each run every command of figures 0-4 once, so that a slower or "
-           "faster stretch of the emulated director weighs on a figure and its baseline alike (the scaling figures "
+           f"its runs ({SMALL_RUNS} for the floors and the tables of 1,000 and 10,000, {RUNS} for 50,000, the dicts "
+           "and the small change), taken in rounds that each run every command of figures 0-4 once, so that a slower "
+           "or faster stretch of the emulated director weighs on a figure and its baseline alike (the scaling figures "
            "4: from the fastest run of each size; the no-op of lvs.nat.site: the median of 3 alternating runs; the "
            f"data path: of {max(3, RUNS)} alternating runs per side); every ratio is against a baseline measured in "
            "the same run.", "",
@@ -449,7 +464,7 @@ def report(rows, accel, guest, started, elapsed):
         ratio = value / base
         out.append(f"| {name} | {fmt(value, unit)} | {base_name} | {fmt(base, unit)} | {ratio:.2f}× | {verdict(ratio, goal)} |")
     out += ["", "Reproduce: `./run bench` (after `./run setup`; it brings the lab up when it is down and takes it down "
-            "again). Settings: `LVSNAT_BENCH_RUNS`, `LVSNAT_BENCH_SECONDS`.", "", MARKER]
+            "again). Settings: `LVSNAT_BENCH_RUNS`, `LVSNAT_BENCH_SMALL_RUNS`, `LVSNAT_BENCH_SECONDS`.", "", MARKER]
     return "\n".join(out) + "\n"
 
 
