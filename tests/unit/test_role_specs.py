@@ -210,20 +210,27 @@ def test_the_preflight_probe_names_the_sysctl_keys_the_kernel_lacks():
     stops the run. The probe's script runs here, on this host's kernel."""
     from ansible_collections.lvs.nat.plugins.filter.director import sysctl_paths
 
-    tasks = load(ROLES / "director" / "tasks" / "preflight.yml")
+    tasks = load(ROLES / "director" / "tasks" / "probe.yml")
     (probe,) = [t for t in tasks if "ansible.builtin.raw" in t]
-    assert "_director_plan.sysctl_paths | to_json | quote" in probe["ansible.builtin.raw"]
+    assert "(_director_plan | default({})).sysctl_paths | default([]) | to_json | quote" in probe["ansible.builtin.raw"]
     keys = {"net.ipv4.tcp_fin_timeout": 30, "net.ipv4.tcp_fin_timout": 30, "net.ipv4.vs.conntrack": 1}
     assert Path("/proc/sys/net/ipv4/tcp_fin_timeout").exists() and not Path("/sys/module/ip_vs").exists()
     proc = subprocess.run([sys.executable, "-c", probe["vars"]["_director_probe_script"], json.dumps(sysctl_paths(keys))],
                           capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(proc.stdout)["sysctl_missing"] == ["net.ipv4.tcp_fin_timout"]
-    names = [t["name"] for t in tasks]
-    assert names.index("Every role variable is valid") < names.index(probe["name"]) < names.index(
-        "The kernel has every parameter of director_sysctl")
-    assert all(t.get("tags") == ["always"] for t in tasks)
+    assert [t["name"] for t in tasks] == [probe["name"], "What is missing", "The kernel has every parameter of director_sysctl"]
+    # The preflight includes it, after the variables are checked, for every tag; the install phase only when it runs
+    # without the preflight (tasks_from: install).
+    preflight = load(ROLES / "director" / "tasks" / "preflight.yml")
+    names = [t["name"] for t in preflight]
+    (include,) = [t for t in preflight if "ansible.builtin.include_tasks" in t]
+    assert names.index("Every role variable is valid") < names.index(include["name"])
+    assert include["ansible.builtin.include_tasks"] == {"file": "probe.yml", "apply": {"tags": ["always"]}}
+    assert all(t.get("tags") == ["always"] for t in preflight)
+    (again,) = [t for t in load(ROLES / "director" / "tasks" / "install.yml") if "ansible.builtin.include_tasks" in t]
+    assert again["ansible.builtin.include_tasks"] == "probe.yml" and again["when"] == "_director_probe is not defined"
     assert [name for name, t in role_tasks("director") if "_director_probe_script" in t.get("vars", {})] == [
-        "preflight.yml"]  # the one probe
+        "probe.yml"]  # the one probe
     first = load(ROOT / "playbooks" / "site.yml")[0]
     assert first["any_errors_fatal"] is True
     assert first["tasks"][0]["ansible.builtin.include_role"] == {"name": "lvs.nat.director", "tasks_from": "preflight"}
