@@ -374,8 +374,9 @@ def _sysctl_settings(settings, errors):
 
 def sysctl_paths(settings):
     """[key, its /proc/sys path, the kernel module it needs or None] of each key of director_sysctl (checked): what the
-    install phase's probe looks for on the director before any package is installed. A key of a module not loaded
-    yet cannot be looked for there; sysctl_forwarding loads the module and checks it before it writes any key."""
+    preflight's probe (roles/director/tasks/probe.yml) looks for on the director before any host changes. A key of a
+    module not loaded yet cannot be looked for there; sysctl_forwarding loads the module and checks it before it
+    writes any key."""
     return [[key, _sysctl.proc_path(key), _sysctl.module_for(key)] for key in settings]
 
 

@@ -144,10 +144,10 @@ def _rate(where, value):
         raise NetfilterError("%s=%r must look like 20/second (ASCII digits, per second, minute, hour or day)" % (
             where, value))
     count, unit = int(match.group(1)), match.group(2)
-    if not 1 <= count <= MAX_RATE_PER_SECOND * RATE_UNIT_SECONDS[unit]:
+    most = MAX_RATE_PER_SECOND * RATE_UNIT_SECONDS[unit]
+    if not 1 <= count <= most:
         raise NetfilterError("%s=%s is out of range: it must be between 1 and %d per %s (nft refuses 0, iptables' "
-                             "hashlimit more than %d a second)" % (
-                                 where, value, MAX_RATE_PER_SECOND * RATE_UNIT_SECONDS[unit], unit, MAX_RATE_PER_SECOND))
+                             "hashlimit more than %d a second)" % (where, value, most, unit, MAX_RATE_PER_SECOND))
     return value
 
 

@@ -525,9 +525,9 @@ def checked_save(save):
     word, files that are absent or ours."""
     if save is None:
         return None
-    options = (("save.path", save["path"]), ("save.unit_path", save["unit_path"]))
-    problems = _ipvs_save.path_problems(save["path"], save["unit_path"], [o for o, _p in options]) or \
-        _persist.foreign_problems(options)
+    names = ("save.path", "save.unit_path")
+    problems = _ipvs_save.path_problems(save["path"], save["unit_path"], names) or \
+        _persist.foreign_problems(tuple(zip(names, (save["path"], save["unit_path"]))))
     if problems:
         raise _persist.PersistError("; ".join(problems))
     return save
