@@ -5,6 +5,8 @@
 """What every lvs.nat module shares: its main() (run_module) and the one runner for external commands."""
 from __future__ import annotations
 
+import gc
+
 from ansible_collections.lvs.nat.plugins.module_utils._errors import CommandError, LvsNatError
 
 # Where the tools live on the hosts the collection supports; get_bin_path also searches the module's PATH.
@@ -15,18 +17,29 @@ ENV = {"LC_ALL": "C", "LANG": "C"}
 def run_module(build_module, run):
     """main() of every module: build the AnsibleModule, run(module) -> result dict (with its "diff", which is
     returned only in diff mode), exit; an LvsNatError is the
-    task's failure with its message and details (errno, rc/stdout/stderr, applied/rolled_back, ...)."""
-    module = build_module()
+    task's failure with its message and details (errno, rc/stdout/stderr, applied/rolled_back, ...).
+
+    Python's cycle collector is off meanwhile (on again after, for a caller that goes on, such as a test): a module
+    run lives seconds and what little garbage it leaves in cycles goes with its process, while the collector's full
+    passes over everything alive grow with the table (a 50,000-destination ipvs_table run paid 2 of them and about 200
+    young ones: 13 % of its work on a host, 0.2-0.5 s on the emulated lab director, 2026-12-05)."""
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        result = run(module)
-    except LvsNatError as e:
-        module.fail_json(msg=str(e), **e.details)
-    except (IOError, OSError) as e:  # a file the module owns could not be read or written
-        module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e.strerror or e),
-                         errno=e.errno)
-    if not module._diff:  # modules always say their diff; ansible-core shows it only with --diff
-        result.pop("diff", None)
-    module.exit_json(**result)
+        module = build_module()
+        try:
+            result = run(module)
+        except LvsNatError as e:
+            module.fail_json(msg=str(e), **e.details)
+        except (IOError, OSError) as e:  # a file the module owns could not be read or written
+            module.fail_json(msg="Failed to write %s: %s" % (getattr(e, "filename", "") or "a file", e.strerror or e),
+                             errno=e.errno)
+        if not module._diff:  # modules always say their diff; ansible-core shows it only with --diff
+            result.pop("diff", None)
+        module.exit_json(**result)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def bin_path(module, name):

@@ -3,6 +3,8 @@
 the tool's result in the failure."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from ansible_collections.lvs.nat.plugins.module_utils import _kmod, _module
@@ -98,3 +100,34 @@ def test_run_module_turns_errors_into_the_tasks_failure_with_details():
     with pytest.raises(Exited):
         _module.run_module(lambda: module, write)
     assert module.result == dict(msg="Failed to write /etc/lvs-nat/x: Permission denied", errno=13, failed=True)
+
+
+def test_run_module_runs_without_the_cycle_collector_and_restores_it():
+    """The collector's full passes grow with what a run holds (a large table); it is off from building the module to
+    its exit, and back on after, whichever way the run ends; a caller that had it off keeps it off."""
+    seen = []
+
+    def build():
+        seen.append(gc.isenabled())
+        return MainModule(False)
+
+    def run(m):
+        seen.append(gc.isenabled())
+        return dict(changed=False)
+
+    def fail(m):
+        seen.append(gc.isenabled())
+        raise KernelError("Failed to add service: Invalid argument (errno 22)", 22)
+    assert gc.isenabled()
+    for body in (run, fail):
+        with pytest.raises(Exited):
+            _module.run_module(build, body)
+        assert gc.isenabled()
+    assert seen == [False] * 4
+    gc.disable()
+    try:
+        with pytest.raises(Exited):
+            _module.run_module(build, run)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
