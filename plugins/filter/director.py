@@ -34,6 +34,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     desired_service,
     desired_timeouts,
     service_key,
+    whole_number,
 )
 from ansible_collections.lvs.nat.plugins.modules.gateway_route import problems as route_problems
 from ansible_collections.lvs.nat.plugins.modules.ipvs_sync_daemon import desired_daemons
@@ -53,7 +54,6 @@ _PYROUTE2_PIN = re.compile(r"pyroute2==[0-9]+([.][0-9]+)*((a|b|rc)[0-9]+)?([.]po
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 # A wheel's file name as pip takes it (PEP 427): pyroute2-VERSION[-BUILD]-PYTHON-ABI-PLATFORM.whl.
 _WHEEL_NAME = re.compile(r"pyroute2-[0-9][0-9A-Za-z_.+!]*(-[0-9][0-9A-Za-z_.]*)?(-[0-9A-Za-z_.]+){3}[.]whl", re.ASCII)
-_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
 def _validate(spec, params, where, relations=None):
@@ -434,12 +434,10 @@ _ROUTER_ID_BAD = re.compile(r"[^A-Za-z0-9_.-]", re.ASCII)
 
 def _ha_whole(where, value, low, high):
     """A whole number (an int, or ASCII digits) in low..high; (value, errors)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
-            isinstance(value, str) and not _DIGITS.fullmatch(value)):
-        return None, ["%s=%s is not a whole number (ASCII digits)" % (where, _show(value))]
-    if not low <= int(value) <= high:
-        return None, ["%s=%s is out of range: it must be between %d and %d" % (where, value, low, high)]
-    return int(value), []
+    try:
+        return whole_number(where, value, low, high), []
+    except InvalidInput as e:
+        return None, [str(e)]
 
 
 def _ha_number(where, value, low, high):

@@ -24,6 +24,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     dest_order,
     parse_dest,
     precheck_table,
+    whole_number,
 )
 
 CONFIG_PATH = "/etc/lvs-nat/director.json"
@@ -73,16 +74,6 @@ def _seconds(name, value, high):
     return int(value) if value == int(value) else float(value)
 
 
-def _int(name, value, low, high):
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,7}", value, re.ASCII):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput("%s=%s is not an integer" % (name, _show(value)))
-    if not low <= value <= high:
-        raise InvalidInput("%s=%s is out of range: it must be between %d and %d" % (name, value, low, high))
-    return value
-
-
 def _given(check, key):
     value = check.get(key)
     return CHECK_DEFAULTS[key] if value is None else value
@@ -91,8 +82,8 @@ def _given(check, key):
 def _check_timing(where, check):
     out = dict(interval=_seconds(where + "interval", _given(check, "interval"), MAX_INTERVAL),
                timeout=_seconds(where + "timeout", _given(check, "timeout"), MAX_INTERVAL),
-               rise=_int(where + "rise", _given(check, "rise"), 1, MAX_COUNT),
-               fall=_int(where + "fall", _given(check, "fall"), 1, MAX_COUNT))
+               rise=whole_number(where + "rise", _given(check, "rise"), 1, MAX_COUNT),
+               fall=whole_number(where + "fall", _given(check, "fall"), 1, MAX_COUNT))
     if out["timeout"] > out["interval"]:
         raise InvalidInput("%stimeout=%s exceeds %sinterval=%s: a check must end before the next one starts" % (
             where, out["timeout"], where, out["interval"]))
@@ -118,10 +109,10 @@ def _host(name, value):
 
 def _expect_status(name, value):
     if not isinstance(value, (list, tuple)):
-        return [_int(name, value, 100, 599)]
+        return [whole_number(name, value, 100, 599)]
     if not value:
         raise InvalidInput("%s=[] lists no status" % name)
-    return sorted(set(_int("%s[%d]" % (name, j), v, 100, 599) for j, v in enumerate(value)))
+    return sorted(set(whole_number("%s[%d]" % (name, j), v, 100, 599) for j, v in enumerate(value)))
 
 
 def _check_http(where, check):
@@ -158,7 +149,7 @@ def _check_command(where, value):
 
 def _check_port(where, ctype, port, key, dests):
     if port is not None:
-        return _int(where + "port", port, 1, MAX_U16)
+        return whole_number(where + "port", port, 1, MAX_U16)
     if ctype == "exec":
         return None
     if key["protocol"] != "tcp":
@@ -245,7 +236,7 @@ def _checked_service(i, entry, table_entry):
     out["check"] = _check(where + ".check.", entry["check"], key, dests)
     out["sorry_server"] = _sorry_server(where + ".sorry_server", entry.get("sorry_server"), key, svc, dests)
     quorum = entry.get("quorum")
-    out["quorum"] = 1 if quorum is None else _int(where + ".quorum", quorum, 1, len(dests))
+    out["quorum"] = 1 if quorum is None else whole_number(where + ".quorum", quorum, 1, len(dests))
     return out
 
 

@@ -55,6 +55,23 @@ def _show(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# Text a whole number may come as (an inventory's string): ASCII digits only ("٨٠" is digits to int()).
+_DIGITS = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+
+def whole_number(where, value, low, high):
+    """The one check of a whole number in low..high that the collection's inputs hold (health checks, nat_rules,
+    keepalived_vrrp, director_ha): an int, not a bool (Python and Ansible's int type take True as 1), or text of ASCII
+    digits. The int, or InvalidInput naming where; a caller with its own error class re-raises the message."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("%s=%s is not a whole number (ASCII digits)" % (where, _show(value)))
+    if not low <= value <= high:
+        raise InvalidInput("%s=%s is out of range: it must be between %d and %d" % (where, value, low, high))
+    return value
+
+
 def _int_range(name, value, low, high):
     if value is not None and not low <= value <= high:
         raise InvalidInput("%s=%s is out of range: it must be between %d and %d" % (name, value, low, high))

@@ -12,7 +12,7 @@ import re
 
 from ansible_collections.lvs.nat.plugins.module_utils._addresses import interface_problem
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
-from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, _ip, _show
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, _ip, _show, whole_number
 
 HEADER = "# Managed by lvs.nat.keepalived_vrrp: edits here are overwritten.\n"
 DEFAULTS = dict(priority=100, advert_int=1, preempt=False, preempt_delay=0, startup_delay=0, sync_group="lvs_nat")
@@ -53,9 +53,10 @@ def _interface(where, value):
 
 
 def _int(where, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        _fail(where, value, "must be an integer from %d to %d" % (low, high))
-    return value
+    try:
+        return whole_number(where, value, low, high)
+    except InvalidInput as e:
+        raise KeepalivedError(str(e), option=where) from None
 
 
 def _number(where, value, low, high, step):

@@ -12,6 +12,7 @@ import re
 
 from ansible_collections.lvs.nat.plugins.module_utils._addresses import interface_problem
 from ansible_collections.lvs.nat.plugins.module_utils._errors import LvsNatError
+from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import InvalidInput, whole_number
 from ansible_collections.lvs.nat.plugins.module_utils._module import SBIN, run_command
 from ansible_collections.lvs.nat.plugins.module_utils._persist import tool_path
 
@@ -52,7 +53,6 @@ MAX_RATE_PER_SECOND = 1000000
 RATE_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 # The kernel's own limits (dev_valid_name): at most 15 bytes; no whitespace or '/'; never "." or "..".
 _COMMENT = re.compile(r"[A-Za-z0-9 _.,:/=+-]{1,64}", re.ASCII)
-_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 # What `iptables -S` prints without quotes (xtables_save_string); anything else it lists in double quotes.
 _IPT_BARE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 # VRRP (keepalived) has no ports: IP protocol 112, rendered as its number, which nft and iptables-restore take
@@ -158,13 +158,10 @@ def _comment(where, value):
 
 
 def _integer(where, value, low, high):
-    # bool is an int to Python (and to Ansible's int type); "٨٠" is digits to int(): refuse both.
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
-            isinstance(value, str) and not _DIGITS.fullmatch(value)):
-        raise NetfilterError("%s=%r is not a whole number (ASCII digits)" % (where, value))
-    if not low <= int(value) <= high:
-        raise NetfilterError("%s=%s is out of range: it must be between %d and %d" % (where, value, low, high))
-    return int(value)
+    try:
+        return whole_number(where, value, low, high)
+    except InvalidInput as e:
+        raise NetfilterError(str(e)) from None
 
 
 def _choice(where, value, choices):

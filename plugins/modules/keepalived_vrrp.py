@@ -23,7 +23,7 @@ description:
     peers; two or more instances form one C(vrrp_sync_group) O(sync_group), so that they are MASTER on the same host.
   - "The configuration is checked with C(keepalived -t) before it replaces the file: a refusal fails the task with
     keepalived's message, and nothing is changed. Every option is checked before that; an error names the option, as
-    in C(instances[1].vrid=256 must be an integer from 1 to 255)."
+    in C(instances[1].vrid=256 is out of range: it must be between 1 and 255)."
   - "systemd: the unit is enabled; started when it is not running; reloaded (C(SIGHUP)) when only C(keepalived.conf)
     changed, which keeps the VRRP state of unchanged instances; restarted when C(/etc/default/keepalived) changed or the
     unit failed; left alone when nothing changed, so a play that changes IPVS services causes no VRRP transition."

@@ -184,6 +184,8 @@ def test_service_names():
     (dict(check=dict(interval=0)), "services[0].check.interval=0 is out of range"),
     (dict(check=dict(fall=0)), "services[0].check.fall=0 is out of range"),
     (dict(check=dict(rise=0)), "services[0].check.rise=0 is out of range"),
+    (dict(check=dict(rise=True)), "services[0].check.rise=True is not a whole number (ASCII digits)"),
+    (dict(check=dict(fall="2 ")), "services[0].check.fall='2 ' is not a whole number (ASCII digits)"),
     (dict(check=dict(interval=1, timeout=2)), "services[0].check.timeout=2 exceeds services[0].check.interval=1"),
     (dict(check=dict(interval=1, timeout=1.5)), "services[0].check.timeout=1.5 exceeds"),
     (dict(check=dict(type="icmp")), "services[0].check.type='icmp' is not one of"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.lvs.nat.plugins.filter import director
 from ansible_collections.lvs.nat.plugins.module_utils import _ipvs_names as N
+from ansible_collections.lvs.nat.plugins.module_utils import _keepalived, _netfilter
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_args import SERVICE_SPEC
 from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     InvalidInput,
@@ -15,6 +17,7 @@ from ansible_collections.lvs.nat.plugins.module_utils._ipvs_plan import (
     plan_service,
     plan_table,
     service_key,
+    whole_number,
 )
 
 
@@ -298,3 +301,33 @@ def test_the_planner_imports_and_plans_without_pyroute2_or_a_socket():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # the collection as pytest found it
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("value, problem", [
+    (True, "=True is not a whole number (ASCII digits)"),
+    (80.0, "=80.0 is not a whole number (ASCII digits)"),
+    ("٨٠", "='٨٠' is not a whole number (ASCII digits)"),
+    ("80 ", "='80 ' is not a whole number (ASCII digits)"),
+    ("-1", "='-1' is not a whole number (ASCII digits)"),
+    (None, "=None is not a whole number (ASCII digits)"),
+    (0, "=0 is out of range: it must be between 1 and 255"),
+    ("256", "=256 is out of range: it must be between 1 and 255"),
+])
+def test_every_whole_number_is_checked_one_way(value, problem):
+    """health checks, keepalived_vrrp, nat_rules and director_ha take a whole number alike and say the same of a bad
+    one, each with its own error class."""
+    messages = []
+    for call, error in ((lambda: whole_number("x", value, 1, 255), InvalidInput),
+                        (lambda: _keepalived._int("x", value, 1, 255), _keepalived.KeepalivedError),
+                        (lambda: _netfilter._integer("x", value, 1, 255), _netfilter.NetfilterError)):
+        with pytest.raises(error) as e:
+            call()
+        messages.append(str(e.value))
+    assert director._ha_whole("x", value, 1, 255) == (None, messages[:1])
+    assert messages == ["x" + problem] * 3
+
+
+@pytest.mark.parametrize("value", [1, 255, "1", "0255", 80])
+def test_a_whole_number_in_range_is_the_int(value):
+    assert whole_number("x", value, 1, 255) == int(value) == _keepalived._int("x", value, 1, 255)
+    assert _netfilter._integer("x", value, 1, 255) == int(value) and director._ha_whole("x", value, 1, 255) == (int(value), [])
