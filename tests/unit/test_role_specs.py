@@ -213,11 +213,15 @@ def test_the_preflight_probe_names_the_sysctl_keys_the_kernel_lacks():
     tasks = load(ROLES / "director" / "tasks" / "probe.yml")
     (probe,) = [t for t in tasks if "ansible.builtin.raw" in t]
     assert "(_director_plan | default({})).sysctl_paths | default([]) | to_json | quote" in probe["ansible.builtin.raw"]
-    keys = {"net.ipv4.tcp_fin_timeout": 30, "net.ipv4.tcp_fin_timout": 30, "net.ipv4.vs.conntrack": 1}
-    assert Path("/proc/sys/net/ipv4/tcp_fin_timeout").exists() and not Path("/sys/module/ip_vs").exists()
+    # A misspelt key of ip_vs is the probe's to find only where ip_vs is loaded (/sys/module/ip_vs), else sysctl_forwarding's:
+    # either way the answer is known on this host.
+    keys = {"net.ipv4.tcp_fin_timeout": 30, "net.ipv4.tcp_fin_timout": 30, "net.ipv4.vs.conntrack": 1,
+            "net.ipv4.vs.conntrak": 1}
+    assert Path("/proc/sys/net/ipv4/tcp_fin_timeout").exists()
+    ipvs_here = Path("/sys/module/ip_vs").exists()
     proc = subprocess.run([sys.executable, "-c", probe["vars"]["_director_probe_script"], json.dumps(sysctl_paths(keys))],
                           capture_output=True, text=True, check=True, timeout=60)
-    assert json.loads(proc.stdout)["sysctl_missing"] == ["net.ipv4.tcp_fin_timout"]
+    assert json.loads(proc.stdout)["sysctl_missing"] == ["net.ipv4.tcp_fin_timout"] + ["net.ipv4.vs.conntrak"] * ipvs_here
     assert [t["name"] for t in tasks] == [probe["name"], "What is missing", "The kernel has every parameter of director_sysctl"]
     # The preflight includes it, after the variables are checked, for every tag; the install phase only when it runs
     # without the preflight (tasks_from: install).
