@@ -51,7 +51,7 @@ _RATE = re.compile(r"([0-9]{1,10})/(second|minute|hour|day)", re.ASCII)
 # 1,000,000 a second ("Rate too fast"; 60,000,000 a minute, 3,600,000,000 an hour), both found on Debian 12.
 MAX_RATE_PER_SECOND = 1000000
 RATE_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-# The kernel's own limits (dev_valid_name): at most 15 bytes; no whitespace or '/'; never "." or "..".
+# A rule's comment (_comment): 1 to 64 ASCII letters, digits, spaces and _ . , : / = + -, full match.
 _COMMENT = re.compile(r"[A-Za-z0-9 _.,:/=+-]{1,64}", re.ASCII)
 # What `iptables -S` prints without quotes (xtables_save_string); anything else it lists in double quotes.
 _IPT_BARE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = sorted(p for top in ("roles", "playbooks", "molecule", "tests/integration")
-               for p in (ROOT / top).rglob("*.yml") if ".venv" not in p.parts)
+FILES = sorted(p for top in ("roles", "playbooks", "molecule", "tests/integration") for p in (ROOT / top).rglob("*.yml"))
 CONDITIONS = ("when", "changed_when", "failed_when", "until")
 ASSERTS = ("ansible.builtin.assert", "assert")
 
